@@ -22,7 +22,8 @@ GatewayError
     UpstreamBadRequestError    other 400/413/422: back to the client as is
     UpstreamStreamCutError     failure after content reached the client
   RejectedError                local decision, no upstream call; failover, not counted
-    CircuitOpenError, BulkheadFullError, RetryBudgetError, DeploymentPausedError
+    CircuitOpenError, BulkheadFullError, RetryBudgetError, DeploymentPausedError,
+    AllRefusedError            503 + Retry-After: the chain was refused end to end
   DeadlineExceededError        504
 ```
 """
@@ -276,6 +277,12 @@ class DeploymentPausedError(RejectedError):
     """The deployment is paused after a 429 until its reset time."""
 
     token = "paused"
+
+
+class AllRefusedError(RejectedError):
+    """Every rung of the chain was refused locally (open, paused, full, budget)."""
+
+    code = "all_rungs_unavailable"
 
 
 class DeadlineExceededError(GatewayError):

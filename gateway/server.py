@@ -1,0 +1,106 @@
+"""``fusebox serve``: load and check the config, then run the ASGI server.
+
+uvicorn with uvloop and httptools is the default; granian is selectable with
+``--server granian`` (``make bench`` measures both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import msgspec
+
+from gateway.config import GatewayConfig, load_config
+from providers.errors import ConfigError
+
+log = logging.getLogger("fusebox")
+#: The factory the worker processes import (they re-read the config path below).
+CONFIG_ENV = "FUSEBOX_CONFIG"
+
+
+def _load(path: str) -> GatewayConfig | None:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"fusebox: {path}: the config is invalid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+    missing = config.missing_key_envs(os.environ)
+    if missing:
+        names = ", ".join(missing)
+        print(
+            f"fusebox: {path}: refusing to start: set the environment variable(s) {names}",
+            file=sys.stderr,
+        )
+        return None
+    return config
+
+
+def app_factory() -> object:
+    """Build the app in a worker process from ``$FUSEBOX_CONFIG``."""
+    from gateway.app import create_app  # noqa: PLC0415
+
+    config = load_config(os.environ[CONFIG_ENV])
+    return create_app(config)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the gateway until interrupted; return the exit status."""
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = _load(args.config)
+    if config is None:
+        return 1
+    server = msgspec.structs.replace(
+        config.server,
+        host=args.host or config.server.host,
+        port=args.port if args.port is not None else config.server.port,
+    )
+    os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    print(
+        f"fusebox: serving {args.config} on http://{server.host}:{server.port}",
+        flush=True,
+    )
+    if args.server == "granian":
+        return _granian(server.host, server.port, args.workers)
+    return _uvicorn(server.host, server.port, args.workers, args.log_level)
+
+
+def _uvicorn(host: str, port: int, workers: int, log_level: str) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    uvicorn.run(
+        "gateway.server:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning" if log_level == "info" else log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _granian(host: str, port: int, workers: int) -> int:
+    from granian import Granian  # noqa: PLC0415
+    from granian.constants import Interfaces, Loops  # noqa: PLC0415
+
+    Granian(
+        "gateway.server:app_factory",
+        factory=True,
+        address=host,
+        port=port,
+        workers=workers,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+    ).serve()
+    return 0

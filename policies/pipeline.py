@@ -1,0 +1,332 @@
+"""The per-deployment pipeline: retry ▸ breaker ▸ bulkhead ▸ attempt timeout ▸ call.
+
+This one module fixes the policy order (STYLE.md §3.3). Retry sits outside the
+breaker, so every attempt is counted and an open circuit ends the retries; the
+bulkhead sits inside the breaker, so an open circuit never takes a slot and no
+slot is held while a retry backs off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, TypeAlias
+
+from policies.backoff import full_jitter
+from providers.errors import (
+    DeadlineExceededError,
+    DeploymentPausedError,
+    GatewayError,
+    RejectedError,
+    RetryBudgetError,
+    UpstreamError,
+    UpstreamRateLimitError,
+    UpstreamStreamCutError,
+    UpstreamTimeoutError,
+)
+from providers.types import ChatResponse, ChatStream, Usage
+
+if TYPE_CHECKING:
+    from policies.breaker import Breaker, Permit
+    from policies.budget import RetryBudget
+    from policies.bulkhead import Bulkhead
+    from policies.clock import Clock
+    from policies.config import RetryConfig, TimeoutsConfig
+    from policies.deadline import Deadline
+    from policies.pause import PauseBoard
+    from providers.types import Provider
+
+#: One request's record of what each deployment did: ``{deployment: [tokens]}``.
+Trail = dict[str, list[str]]
+_PAUSE_EPSILON_S = 0.001
+#: What a pipeline returns: a whole answer, or a stream that owns its resources.
+Answer: TypeAlias = "ChatResponse | GuardedStream"
+Call: TypeAlias = Callable[[], Awaitable[ChatResponse | ChatStream]]
+
+
+class Deployment:
+    """A ``provider/model`` with its breaker and its provider's shared resources."""
+
+    __slots__ = (
+        "breaker",
+        "budget",
+        "bulkhead",
+        "clock",
+        "model",
+        "name",
+        "pauses",
+        "provider",
+        "retry",
+        "timeouts",
+    )
+
+    def __init__(
+        self,
+        *,
+        provider: Provider,
+        model: str,
+        breaker: Breaker,
+        resources: ProviderResources,
+        pauses: PauseBoard,
+        clock: Clock,
+    ) -> None:
+        """Bind a model to its provider's pool, bulkhead, budget and settings."""
+        self.name = f"{provider.name}/{model}"
+        self.provider = provider
+        self.model = model
+        self.breaker = breaker
+        self.bulkhead = resources.bulkhead
+        self.budget = resources.budget
+        self.retry = resources.retry
+        self.timeouts = resources.timeouts
+        self.pauses = pauses
+        self.clock = clock
+
+
+class ProviderResources:
+    """What a provider owns: its bulkhead, retry budget and policy settings."""
+
+    __slots__ = ("budget", "bulkhead", "retry", "timeouts")
+
+    def __init__(
+        self,
+        *,
+        bulkhead: Bulkhead,
+        budget: RetryBudget,
+        retry: RetryConfig,
+        timeouts: TimeoutsConfig,
+    ) -> None:
+        """Group one provider's resources."""
+        self.bulkhead = bulkhead
+        self.budget = budget
+        self.retry = retry
+        self.timeouts = timeouts
+
+
+async def run_deployment(
+    dep: Deployment,
+    call: Call,
+    *,
+    deadline: Deadline,
+    trail: Trail,
+) -> Answer:
+    """Run ``call`` on ``dep`` with retries; raise the last error to fail over."""
+    tokens = trail.setdefault(dep.name, [])
+    dep.budget.deposit()
+    retry = dep.retry
+    for n in range(retry.attempts):
+        try:
+            return await _attempt(dep, call, deadline, tokens)
+        except UpstreamError as exc:
+            wait_s = _retry_wait(dep, exc, n, deadline)
+            if wait_s is None:
+                raise
+            if not dep.budget.try_withdraw():
+                tokens.append(RetryBudgetError.token)
+                raise RetryBudgetError(
+                    f"retry budget of {dep.provider.name} is empty", retry_after_s=1.0
+                ) from exc
+            await dep.clock.sleep(wait_s)
+    raise AssertionError("unreachable: the last attempt re-raises")  # pragma: no cover
+
+
+def _retry_wait(
+    dep: Deployment, exc: UpstreamError, n: int, deadline: Deadline
+) -> float | None:
+    """Return how long to wait before retrying, or None to fail over now."""
+    retry = dep.retry
+    backoff = full_jitter(n, retry.base_s, retry.max_s, dep.clock.random())
+    if isinstance(exc, UpstreamRateLimitError):
+        after = exc.retry_after_s
+        pause_s = after if after is not None else retry.base_s * 2**n
+        dep.pauses.pause(dep.name, pause_s, f"429 from {dep.name}")
+        if after is not None:
+            if after > retry.max_retry_after_s:
+                return None
+            backoff = after + _PAUSE_EPSILON_S
+    if not exc.retryable or n + 1 >= retry.attempts:
+        return None
+    if backoff >= deadline.left():
+        return None
+    return backoff
+
+
+async def _attempt(
+    dep: Deployment,
+    call: Call,
+    deadline: Deadline,
+    tokens: list[str],
+) -> Answer:
+    """One attempt through pause ▸ breaker ▸ bulkhead ▸ timeout."""
+    left = deadline.left()
+    if left <= 0:
+        tokens.append(DeadlineExceededError.token)
+        raise DeadlineExceededError("the request's deadline ran out")
+    _check_pause(dep, tokens)
+    try:
+        permit = dep.breaker.acquire()
+    except RejectedError as exc:
+        tokens.append(exc.token)
+        raise
+    try:
+        await dep.bulkhead.acquire(left)
+    except RejectedError as exc:
+        dep.breaker.release(permit)
+        tokens.append(exc.token)
+        raise
+    return await _timed_call(dep, call, deadline, tokens, permit)
+
+
+def _check_pause(dep: Deployment, tokens: list[str]) -> None:
+    paused_s = dep.pauses.paused_for(dep.name)
+    if paused_s > 0:
+        tokens.append(DeploymentPausedError.token)
+        raise DeploymentPausedError(
+            f"{dep.name} is paused after a 429", retry_after_s=paused_s
+        )
+
+
+async def _timed_call(
+    dep: Deployment,
+    call: Call,
+    deadline: Deadline,
+    tokens: list[str],
+    permit: Permit,
+) -> Answer:
+    """Call with the attempt timeout; settle the slot and the breaker."""
+    limit = min(dep.timeouts.first_token_s, dep.timeouts.attempt_s)
+    left = deadline.left()
+    started = dep.clock.monotonic()
+    try:
+        try:
+            async with asyncio.timeout(min(limit, left)):
+                result = await call()
+        except TimeoutError as exc:
+            raise _timeout_error(dep, limit, left) from exc
+    except UpstreamError as exc:
+        tokens.append(exc.attempt_token)
+        _settle_error(dep, permit, exc, dep.clock.monotonic() - started)
+        raise
+    except BaseException as exc:
+        if isinstance(exc, DeadlineExceededError):
+            tokens.append(exc.token)
+        dep.bulkhead.release()
+        dep.breaker.release(permit)
+        raise
+    tokens.append("200")
+    if isinstance(result, ChatResponse):
+        dep.bulkhead.release()
+        dep.breaker.record(
+            permit, failed=False, duration_s=dep.clock.monotonic() - started
+        )
+        return result
+    return GuardedStream(result, dep, permit, started, deadline)
+
+
+def _timeout_error(dep: Deployment, limit: float, left: float) -> GatewayError:
+    if left < limit:
+        return DeadlineExceededError("the request's deadline ran out")
+    return UpstreamTimeoutError(
+        f"upstream {dep.name} sent nothing within {limit:g}s", deployment=dep.name
+    )
+
+
+def _settle_error(
+    dep: Deployment, permit: Permit, exc: UpstreamError, duration_s: float
+) -> None:
+    dep.bulkhead.release()
+    if exc.counts_as_failure:
+        dep.breaker.record(permit, failed=True, duration_s=duration_s)
+    else:
+        dep.breaker.release(permit)
+
+
+class GuardedStream:
+    """A provider stream that owns its bulkhead slot and breaker permit.
+
+    They are settled exactly once: on the stream's end (success), on a cut
+    (failure), or on a client hang-up (no verdict).
+    """
+
+    def __init__(
+        self,
+        inner: ChatStream,
+        dep: Deployment,
+        permit: Permit,
+        started: float,
+        deadline: Deadline,
+    ) -> None:
+        """Take ownership of ``inner`` and its resources."""
+        self._inner = inner
+        self._dep = dep
+        self._permit = permit
+        self._ttft_s = dep.clock.monotonic() - started
+        self._deadline = deadline
+        self._settled = False
+        self.deployment = dep.name
+        self.supports_prefill = dep.provider.supports_prefill
+
+    @property
+    def model(self) -> str:
+        """Return the model the upstream reported."""
+        return self._inner.model
+
+    @property
+    def text(self) -> str:
+        """Return the content delivered so far."""
+        return self._inner.text
+
+    @property
+    def finish_reason(self) -> str | None:
+        """Return the finish reason once the upstream sent it."""
+        return self._inner.finish_reason
+
+    @property
+    def usage(self) -> Usage | None:
+        """Return the usage once the upstream sent it."""
+        return self._inner.usage
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        """Yield the inner frames; stop at the deadline; settle at the end."""
+        frames = aiter(self._inner)
+        read_s = self._dep.timeouts.read_s
+        try:
+            while True:
+                left = self._deadline.left()
+                try:
+                    async with asyncio.timeout(min(read_s, left)):
+                        frame = await anext(frames)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    what = (
+                        "deadline ran out"
+                        if left < read_s
+                        else f"went silent {read_s:g}s"
+                    )
+                    raise UpstreamStreamCutError(
+                        f"upstream {self.deployment} {what} mid-stream",
+                        deployment=self.deployment,
+                    ) from exc
+                yield frame
+        except UpstreamStreamCutError:
+            self._settle(failed=True)
+            raise
+        self._settle(failed=False)
+
+    def _settle(self, *, failed: bool | None) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        self._dep.bulkhead.release()
+        if failed is None:
+            self._dep.breaker.release(self._permit)
+        else:
+            self._dep.breaker.record(
+                self._permit, failed=failed, duration_s=self._ttft_s
+            )
+
+    async def aclose(self) -> None:
+        """Close the upstream; an unsettled stream was abandoned: no verdict."""
+        self._settle(failed=None)
+        await self._inner.aclose()
