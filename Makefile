@@ -22,9 +22,6 @@ install: $(STAMP) ## venv + pip install -e '.[dev]'
 run: install ## serve the embedded default (examples/demo.toml) on 127.0.0.1:8080
 	$(BIN)/fusebox serve --config $(CONFIG)
 
-demo: install ## the chaos demo: fake upstream + gateway, an outage, a recovery
-	$(BIN)/fusebox demo
-
 fmt: install ## ruff format; ruff check --fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -47,12 +44,15 @@ cov: install ## the test suite under branch coverage
 test: lint type cov ## every check; what .ci/run calls
 
 bench: install ## the full benchmark (prints a table, writes benchmarks/results/*.json and a PNG)
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib || echo "matplotlib unavailable: the chart will be skipped"
 	$(BIN)/python -m benchmarks.run
 
 bench-quick: install ## a benchmark smoke check, under a minute
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m benchmarks.run --quick
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .fusebox
 
-.PHONY: help install run demo fmt lint type unit cov test bench bench-quick clean
+.PHONY: help install run fmt lint type unit cov test bench bench-quick clean

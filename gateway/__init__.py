@@ -1,0 +1,1 @@
+"""Fusebox gateway: the HTTP surface, config, tenants and the CLI (outermost layer)."""

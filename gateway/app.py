@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, MediaType, Request, Response, asgi, get
 from litestar.exceptions import HTTPException
 from litestar.types import Receive, Scope, Send
 
 from gateway.chat import handle_chat
-from gateway.config import GatewayConfig
 from gateway.errors import render
 from gateway.request import RequestContext, authenticate
 from gateway.runtime import Runtime
-from policies.clock import Clock
 from providers.errors import ClientError, GatewayError, InvalidRequestError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+    from gateway.config import GatewayConfig
+    from policies.clock import Clock
 
 log = logging.getLogger("fusebox")
 
@@ -34,7 +37,7 @@ def _runtime(scope: Scope | Request[Any, Any, Any]) -> Runtime:
 @asgi("/v1/chat/completions", copy_scope=False)
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     """``POST /v1/chat/completions``: plain and SSE."""
-    if scope["method"] != "POST":
+    if scope.get("method") != "POST":
         await _method_not_allowed(send)
         return
     await handle_chat(_runtime(scope), scope, receive, send)
@@ -55,7 +58,7 @@ async def _method_not_allowed(send: Send) -> None:
 
 
 @get("/v1/models", sync_to_thread=False)
-def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
     """``GET /v1/models``: the aliases the calling tenant may use."""
     runtime = _runtime(request)
     ctx = RequestContext(request.scope)
@@ -71,7 +74,7 @@ def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(
         content={"object": "list", "data": data},
         headers={"x-request-id": ctx.request_id},
-    )  # type: ignore[return-value]
+    )
 
 
 @get("/healthz", sync_to_thread=False, media_type=MediaType.JSON)
@@ -90,7 +93,7 @@ def _http_exception(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes
     """Render Litestar's own errors (404 route, 405, 500) in OpenAI's format."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status >= 500:  # noqa: PLR2004
-        log.exception("unhandled error", exc_info=exc)
+        log.error("unhandled error", exc_info=exc)
         message = "internal error in the gateway"
     else:
         message = exc.detail if isinstance(exc, HTTPException) else str(exc)

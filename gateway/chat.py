@@ -9,7 +9,6 @@ the hot path pays for nothing it does not use.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from gateway import wire
@@ -26,9 +25,11 @@ from providers.errors import (
     UnknownModelError,
     UpstreamError,
 )
-from providers.types import AttemptLimits, ChatRequest, ChatResponse
+from providers.types import AttemptLimits, ChatRequest, ChatResponse, ChatStream
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Coroutine
+
     from litestar.types import Receive, Scope, Send
 
     from gateway.runtime import Route, Runtime
@@ -98,7 +99,9 @@ class _Watch:
         self.gone = False
 
 
-async def _with_disconnect_watch(receive: Receive, work: Coroutine[Any, Any, None]) -> None:
+async def _with_disconnect_watch(
+    receive: Receive, work: Coroutine[Any, Any, None]
+) -> None:
     """Run ``work`` in this task; cancel it at once if the client hangs up meanwhile."""
     task = asyncio.current_task()
     assert task is not None  # noqa: S101 - always inside a task under an ASGI server
@@ -139,19 +142,19 @@ async def _serve(
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
 
     def make_call(dep: Deployment) -> Call:
-        def call() -> Any:
+        def call() -> Awaitable[ChatResponse | ChatStream]:
             left = deadline.left()
             request = ChatRequest(
                 payload=payload,
                 model=dep.model,
-                stream=chat.stream,
+                stream=bool(chat.stream),
                 include_usage=include_usage,
                 limits=AttemptLimits(
                     connect_s=min(dep.timeouts.connect_s, left),
                     read_s=min(dep.timeouts.read_s, left),
                 ),
             )
-            if chat.stream:
+            if request.stream:
                 return dep.provider.open_stream(request)
             return dep.provider.complete(request)
 

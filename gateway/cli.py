@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +40,6 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=9100)
 
-    sub.add_parser("demo", help="the chaos demo: an outage and a recovery, narrated")
     return parser
 
 
@@ -60,10 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.fakeupstream import run_forever  # noqa: PLC0415
 
         return run_forever(args.host, args.port)
-    if args.command == "demo":
-        from gateway.demo import run_demo  # noqa: PLC0415
-
-        return run_demo()
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

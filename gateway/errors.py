@@ -74,9 +74,9 @@ def error_headers(exc: GatewayError, *, final: bool) -> dict[str, str]:
     """
     headers: dict[str, str] = {}
     wait: float | None = None
-    if isinstance(exc, RejectedError):
-        wait = exc.retry_after_s
-    elif isinstance(exc, UpstreamRateLimitError) and exc.retry_after_s is not None:
+    if isinstance(exc, RejectedError) or (
+        isinstance(exc, UpstreamRateLimitError) and exc.retry_after_s is not None
+    ):
         wait = exc.retry_after_s
     elif isinstance(exc, TenantQuotaError):
         wait = TENANT_RETRY_AFTER_S

@@ -74,7 +74,7 @@ async def read_body(receive: Receive, max_mib: float) -> bytes:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise InvalidRequestError("the client went away")
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
         size += len(chunk)
         if size > limit:
             raise PayloadTooLargeError(

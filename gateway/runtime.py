@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from gateway.config import (
     CACHE_RUNG,
@@ -31,7 +30,11 @@ from policies.pipeline import Deployment, ProviderResources
 from providers.anthropic import AnthropicProvider
 from providers.mock import MockProvider
 from providers.openai import OpenAIProvider
-from providers.types import Provider
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from providers.types import Provider
 
 log = logging.getLogger("fusebox")
 #: The connection pool holds at least the bulkhead plus this much headroom.

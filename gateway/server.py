@@ -6,15 +6,19 @@ uvicorn with uvloop and httptools is the default; granian is selectable with
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from gateway.config import GatewayConfig, load_config
 from providers.errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
 
 log = logging.getLogger("fusebox")
 #: The factory the worker processes import (they re-read the config path below).
@@ -33,7 +37,8 @@ def _load(path: str) -> GatewayConfig | None:
     if missing:
         names = ", ".join(missing)
         print(
-            f"fusebox: {path}: refusing to start: set the environment variable(s) {names}",
+            f"fusebox: {path}: refusing to start: set the environment variable(s)"
+            f" {names}",
             file=sys.stderr,
         )
         return None
@@ -62,7 +67,7 @@ def serve(args: argparse.Namespace) -> int:
         host=args.host or config.server.host,
         port=args.port if args.port is not None else config.server.port,
     )
-    os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     print(
         f"fusebox: serving {args.config} on http://{server.host}:{server.port}",
         flush=True,

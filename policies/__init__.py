@@ -1,0 +1,1 @@
+"""Resilience policies: deadline, retry, budget, breaker, bulkhead, pause, fallback."""

@@ -20,7 +20,7 @@ class Frozen(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Base of every config node: immutable, hashable, typo-proof."""
 
 
-class TimeoutsConfig(Frozen):
+class TimeoutsConfig(Frozen, frozen=True):
     """Per-attempt timeouts, each capped by the request's time left."""
 
     connect_s: Seconds = 3.0
@@ -29,7 +29,7 @@ class TimeoutsConfig(Frozen):
     attempt_s: Seconds = 120.0
 
 
-class RetryConfig(Frozen):
+class RetryConfig(Frozen, frozen=True):
     """Retries on the same deployment, with full jitter and a retry budget."""
 
     attempts: PositiveInt = 3
@@ -40,7 +40,7 @@ class RetryConfig(Frozen):
     budget_min_per_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
 
 
-class BreakerConfig(Frozen):
+class BreakerConfig(Frozen, frozen=True):
     """The circuit breaker of each deployment."""
 
     window_s: Seconds = 30.0
@@ -53,7 +53,7 @@ class BreakerConfig(Frozen):
     half_open_probes: PositiveInt = 1
 
 
-class BulkheadConfig(Frozen):
+class BulkheadConfig(Frozen, frozen=True):
     """The bulkhead of each provider: in-flight calls and a bounded queue."""
 
     max_concurrent: PositiveInt = 100

@@ -8,9 +8,8 @@ client gets when the chain is exhausted.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from policies.deadline import Deadline
 from policies.pipeline import Answer, Call, Deployment, Trail, run_deployment
 from providers.errors import (
     AllRefusedError,
@@ -19,8 +18,12 @@ from providers.errors import (
     RejectedError,
     UpstreamError,
     UpstreamRateLimitError,
-    UpstreamTimeoutError,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from policies.deadline import Deadline
 
 
 class ChainExhaustedError(GatewayError):
@@ -75,19 +78,19 @@ def final_error(errors: list[GatewayError], trail: Trail) -> GatewayError:
             f"every rung is unavailable: {describe(trail)}",
             retry_after_s=max(1.0, math.ceil(wait)),
         )
-    upstream = [e for e in errors if isinstance(e, UpstreamError)]
-    last = upstream[-1]
+    # The last upstream failure speaks for the chain: its class carries the status
+    # (429 rate limit, 504 timeout, 400 context length, else 502).
+    last = [e for e in errors if isinstance(e, UpstreamError)][-1]
     if isinstance(last, UpstreamRateLimitError):
-        waits = [e.retry_after_s for e in errors if _has_wait(e)]
+        waits = [w for w in map(_wait_of, errors) if w is not None]
         last.retry_after_s = max(1.0, math.ceil(min(waits))) if waits else 1.0
-        return last
-    if isinstance(last, UpstreamTimeoutError):
-        return last
     return last
 
 
-def _has_wait(error: GatewayError) -> bool:
-    return getattr(error, "retry_after_s", None) is not None
+def _wait_of(error: GatewayError) -> float | None:
+    if isinstance(error, RejectedError | UpstreamRateLimitError):
+        return error.retry_after_s
+    return None
 
 
 def describe(trail: Trail) -> str:

@@ -1,0 +1,1 @@
+"""Upstream adapters and the shared types and errors at the bottom of the onion."""

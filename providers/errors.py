@@ -13,12 +13,13 @@ GatewayError
     TenantQuotaError 429
   UpstreamError(deployment)    one attempt failed
     UpstreamTimeoutError       not retried, failover, counts (slow)
-    UpstreamConnectError       connect error / reset before headers: retry, failover, counts
+    UpstreamConnectError       connect error / reset before headers: retry, failover,
+                               counts
     UpstreamUnavailableError   5xx / 529: retry, failover, counts
     UpstreamRateLimitError     429 + retry_after_s: pause, failover, not counted
     UpstreamAuthError          401/403/404 from upstream: failover, counts
     UpstreamProtocolError      bad JSON / SSE: retry, failover, counts
-    UpstreamContextLengthError 400 context_length_exceeded: failover, not counted
+    UpstreamContextLengthError 400 context_length_exceeded: failover, uncounted
     UpstreamBadRequestError    other 400/413/422: back to the client as is
     UpstreamStreamCutError     failure after content reached the client
   RejectedError                local decision, no upstream call; failover, not counted
@@ -147,7 +148,7 @@ class UpstreamError(GatewayError):
 
     @property
     def attempt_token(self) -> str:
-        """Return the ``x-fusebox-attempts`` token: the HTTP status when there was one."""
+        """Return the ``x-fusebox-attempts`` token: the HTTP status, if any."""
         return str(self.status) if self.status is not None else self.token
 
 

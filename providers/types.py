@@ -7,10 +7,12 @@ gives back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 ProviderName = str
 #: ``provider/model``: the unit of health (one breaker each).
@@ -59,18 +61,32 @@ class ChatResponse(msgspec.Struct, kw_only=True):
 
 
 class ChatStream(Protocol):
-    """An open upstream stream, returned once its first content has arrived.
+    r"""An open upstream stream, returned once its first content has arrived.
 
     Iterating yields OpenAI SSE frames (``data: {...}\\n\\n``) ready for the
     client, starting with the held-back head; it never yields ``[DONE]`` (the
     gateway writes it) and raises an ``UpstreamError`` when the stream fails.
     """
 
-    model: str
-    #: Content text delivered so far (for mid-stream continuation).
-    text: str
-    finish_reason: str | None
-    usage: Usage | None
+    @property
+    def model(self) -> str:
+        """Return the model name the upstream reported."""
+        ...
+
+    @property
+    def text(self) -> str:
+        """Return the content text delivered so far (for mid-stream continuation)."""
+        ...
+
+    @property
+    def finish_reason(self) -> str | None:
+        """Return the finish reason, once the upstream sent it."""
+        ...
+
+    @property
+    def usage(self) -> Usage | None:
+        """Return the token usage, once the upstream sent it."""
+        ...
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         """Yield SSE frames until the upstream's end."""
