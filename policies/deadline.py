@@ -6,10 +6,12 @@ x-fusebox-deadline-s, x-stainless-read-timeout - margin)`` (DESIGN.md §7).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from policies.clock import Clock
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from policies.clock import Clock
 
 #: Kept back from the client's own read timeout, so our 504 reaches it first.
 CLIENT_MARGIN_S: Final = 0.5

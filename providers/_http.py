@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import aiohttp
 
@@ -21,9 +20,15 @@ from providers.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from providers.types import AttemptLimits
 
-_SECRETISH: Final = re.compile(r"\b(sk|key|api|token)[-_][A-Za-z0-9_\-\*\.]{6,}", re.I)
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator, Mapping
+
+    from providers.types import AttemptLimits
+
+_SECRETISH: Final = re.compile(
+    r"\b(sk|key|api|token)[-_][A-Za-z0-9_\-\*\.]{6,}", re.IGNORECASE
+)
 READ_CHUNK: Final = 65536
 
 

@@ -10,35 +10,61 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from providers.types import ChatRequest, ChatResponse, Usage
 
-_WORDS: Final = (
-    "resilience means one failing provider degrades one feature and never the "
-    "whole service so every call carries a deadline a breaker and a fallback"
-).split()
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+_WORDS: Final = [
+    "resilience",
+    "means",
+    "one",
+    "failing",
+    "provider",
+    "degrades",
+    "one",
+    "feature",
+    "and",
+    "never",
+    "the",
+    "whole",
+    "service",
+    "so",
+    "every",
+    "call",
+    "carries",
+    "a",
+    "deadline",
+    "a",
+    "breaker",
+    "and",
+    "a",
+    "fallback",
+]
 _encode = msgspec.json.Encoder().encode
 _ids = itertools.count(1)
 
 
-def _text_of(content: Any) -> str:
+def _text_of(content: object) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict)
-        )
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return ""
 
 
 def answer_for(messages: list[Any]) -> str:
     """Return the full deterministic answer to a conversation."""
     last_user = next(
-        (_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"),
+        (
+            _text_of(m.get("content"))
+            for m in reversed(messages)
+            if m.get("role") == "user"
+        ),
         "",
     )
     seed = int.from_bytes(hashlib.sha256(last_user.encode()).digest()[:4], "big")
@@ -86,7 +112,9 @@ class MockProvider:
         text = continuation(answer_for(messages), request.prefill)
         prompt = _prompt_tokens(messages) + len(request.prefill.split())
         done = len(text.split())
-        return text, Usage(prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done)
+        return text, Usage(
+            prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done
+        )
 
     async def complete(self, request: ChatRequest, /) -> ChatResponse:
         """Answer at once (after ``latency_s``) with a whole completion."""
@@ -125,7 +153,12 @@ class MockStream:
     """The simulated stream: one chunk per word."""
 
     def __init__(
-        self, request: ChatRequest, text: str, usage: Usage, created: int, latency_s: float
+        self,
+        request: ChatRequest,
+        text: str,
+        usage: Usage,
+        created: int,
+        latency_s: float,
     ) -> None:
         """Prepare the chunks of ``text``."""
         self.model = request.model
@@ -168,6 +201,6 @@ class MockStream:
 
 
 def _wall() -> float:
-    import datetime  # noqa: PLC0415
+    import datetime as dt  # noqa: PLC0415
 
-    return datetime.datetime.now(datetime.UTC).timestamp()
+    return dt.datetime.now(dt.UTC).timestamp()

@@ -7,8 +7,7 @@ know content, errors and the end; their bytes are forwarded as they came.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import msgspec
 
@@ -26,6 +25,9 @@ from providers.errors import (
 from providers.retry_after import parse_retry_after
 from providers.sse import SSEEvent, SSEParser
 from providers.types import ChatRequest, ChatResponse, Usage
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
 
 
 class _ErrorBody(msgspec.Struct):
@@ -67,24 +69,34 @@ _decode_error = msgspec.json.Decoder(_ErrorEnvelope).decode
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
 _decode_completion = msgspec.json.Decoder(_Completion).decode
 _encode = msgspec.json.Encoder().encode
-_CONTEXT_CODES: Final = frozenset({"context_length_exceeded", "string_above_max_length"})
+HTTP_TOO_MANY: Final = 429
+_CONTEXT_CODES: Final = frozenset(
+    {"context_length_exceeded", "string_above_max_length"}
+)
 
 
 def map_status_error(
-    status: int, body: bytes, headers: Mapping[str, str], *, deployment: str, secret: str | None
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    deployment: str,
+    secret: str | None,
 ) -> UpstreamError:
     """Map one non-2xx OpenAI-style answer into the taxonomy (the only place)."""
     try:
         env = _decode_error(body)
-        err = env.error if isinstance(env.error, _ErrorBody) else _ErrorBody(
-            message=env.error
+        err = (
+            env.error
+            if isinstance(env.error, _ErrorBody)
+            else _ErrorBody(message=env.error)
         )
     except (msgspec.DecodeError, msgspec.ValidationError):
         err = _ErrorBody(message=body[:200].decode("utf-8", "replace"))
     code = None if err.code is None else str(err.code)
     text = redact(err.message or f"HTTP {status}", secret)
     where = f"upstream {deployment}"
-    if status == 429 and code != "insufficient_quota":
+    if status == HTTP_TOO_MANY and code != "insufficient_quota":
         return UpstreamRateLimitError(
             f"{where} is rate limited: {text}",
             deployment=deployment,
@@ -102,7 +114,10 @@ def map_status_error(
     if status in {400, 413, 422}:
         if code in _CONTEXT_CODES:
             return UpstreamContextLengthError(
-                f"{where}: {text}", deployment=deployment, status=status, upstream_code=code
+                f"{where}: {text}",
+                deployment=deployment,
+                status=status,
+                upstream_code=code,
             )
         return UpstreamBadRequestError(
             text,
@@ -121,9 +136,9 @@ def map_status_error(
 
 
 def _now_wall() -> float:
-    import datetime  # noqa: PLC0415 - only on the error path
+    import datetime as dt  # noqa: PLC0415 - only on the error path
 
-    return datetime.datetime.now(datetime.UTC).timestamp()
+    return dt.datetime.now(dt.UTC).timestamp()
 
 
 class OpenAIProvider:
@@ -198,7 +213,9 @@ class OpenAIProvider:
                 f"upstream {deployment} sent a body that is not a chat completion",
                 deployment=deployment,
             ) from exc
-        return ChatResponse(body=body, model=parsed.model or request.model, usage=parsed.usage)
+        return ChatResponse(
+            body=body, model=parsed.model or request.model, usage=parsed.usage
+        )
 
     async def open_stream(self, request: ChatRequest, /) -> OpenAIStream:
         """Open a stream and return once its first content has arrived."""

@@ -1,4 +1,4 @@
-"""An incremental Server-Sent Events parser, shared by the provider adapters.
+r"""An incremental Server-Sent Events parser, shared by the provider adapters.
 
 Bytes may arrive split anywhere (inside a line, inside a UTF-8 sequence, between
 CR and LF); comment lines are skipped; ``data:`` lines join with ``\\n``.
@@ -59,5 +59,4 @@ class SSEParser:
 
     def close(self) -> list[SSEEvent]:
         """Flush a final event that ended without a blank line."""
-        events = self.feed(b"\n\n") if self._buf or self._data else []
-        return events
+        return self.feed(b"\n\n") if self._buf or self._data else []

@@ -9,14 +9,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
-from policies.clock import Clock
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from policies.clock import Clock
 
 DEMO_KEY = "sk-test-acme"
 OTHER_KEY = "sk-test-globex"
@@ -125,7 +129,9 @@ key_sha256 = ["{globex_hash}"]
 """
 
 
-def wait_for_requests(upstream: object, model: str, n: int, timeout_s: float = 2.0) -> None:
+def wait_for_requests(
+    upstream: object, model: str, n: int, timeout_s: float = 2.0
+) -> None:
     """Block until the fake upstream has seen ``n`` requests for ``model``."""
     ticker = threading.Event()
     for _ in range(int(timeout_s / 0.005)):

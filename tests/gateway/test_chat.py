@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
 import pytest
 
-from gateway.fakeupstream import FakeUpstream
-from tests.harness import DEMO_KEY, OTHER_KEY, GatewayThread, config_text, running_gateway
+from tests.harness import (
+    DEMO_KEY,
+    OTHER_KEY,
+    GatewayThread,
+    config_text,
+    running_gateway,
+)
 from tests.openapi import validate
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from gateway.fakeupstream import FakeUpstream
 
 SECRET = "sk-upstream-SECRET-0123456789"
 CHAINS = """
@@ -37,7 +47,9 @@ def gateway(upstream: FakeUpstream) -> Iterator[GatewayThread]:
 
 def client(gw: GatewayThread, key: str = DEMO_KEY) -> openai.OpenAI:
     """Return the real openai SDK pointed at the gateway, with its retries off."""
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=10)
+    return openai.OpenAI(
+        base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=10
+    )
 
 
 def test_plain_completion_matches_the_upstream_answer(
@@ -46,9 +58,10 @@ def test_plain_completion_matches_the_upstream_answer(
     """A plain completion through the gateway carries the upstream's answer and model."""
     direct = openai.OpenAI(base_url=upstream.url + "/v1", api_key="x", max_retries=0)
     messages = [{"role": "user", "content": "Hello there gateway"}]
-    want = direct.chat.completions.create(model="gpt-a", messages=messages)  # type: ignore[arg-type]
+    want = direct.chat.completions.create(model="gpt-a", messages=messages)
     raw = client(gateway).chat.completions.with_raw_response.create(
-        model="chat", messages=messages  # type: ignore[arg-type]
+        model="chat",
+        messages=messages,
     )
     got = raw.parse()
     assert got.choices[0].message.content == want.choices[0].message.content
@@ -100,11 +113,13 @@ def test_streamed_completion_is_whole_and_schema_valid(
         c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
     )
     direct = openai.OpenAI(base_url=upstream.url + "/v1", api_key="x", max_retries=0)
-    want = direct.chat.completions.create(model="gpt-a", messages=body["messages"])  # type: ignore[arg-type]
+    want = direct.chat.completions.create(model="gpt-a", messages=body["messages"])
     assert text == want.choices[0].message.content
 
 
-def test_stream_without_include_usage_has_no_usage_chunk(gateway: GatewayThread) -> None:
+def test_stream_without_include_usage_has_no_usage_chunk(
+    gateway: GatewayThread,
+) -> None:
     """Without ``include_usage`` the client gets no usage-only chunk."""
     stream = client(gateway).chat.completions.create(
         model="chat", messages=[{"role": "user", "content": "hi"}], stream=True
@@ -118,11 +133,17 @@ def test_stream_without_include_usage_has_no_usage_chunk(gateway: GatewayThread)
 @pytest.mark.anyio
 async def test_async_sdk_plain_and_streamed(gateway: GatewayThread) -> None:
     """The async openai SDK gets plain and streamed answers."""
-    sdk = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=DEMO_KEY, max_retries=0)
+    sdk = openai.AsyncOpenAI(
+        base_url=gateway.url + "/v1", api_key=DEMO_KEY, max_retries=0
+    )
     messages = [{"role": "user", "content": "async please"}]
-    plain = await sdk.chat.completions.create(model="chat", messages=messages)  # type: ignore[arg-type]
-    stream = await sdk.chat.completions.create(model="chat", messages=messages, stream=True)  # type: ignore[arg-type]
-    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    plain = await sdk.chat.completions.create(model="chat", messages=messages)
+    stream = await sdk.chat.completions.create(
+        model="chat", messages=messages, stream=True
+    )
+    text = "".join(
+        [c.choices[0].delta.content or "" async for c in stream if c.choices]
+    )
     assert text == plain.choices[0].message.content
     await sdk.close()
 
@@ -144,7 +165,13 @@ def test_healthz_answers_without_a_key(gateway: GatewayThread) -> None:
     assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
 
 
-def _post(gw: GatewayThread, body: object, *, key: str | None = DEMO_KEY, raw: bytes | None = None) -> httpx.Response:
+def _post(
+    gw: GatewayThread,
+    body: object,
+    *,
+    key: str | None = DEMO_KEY,
+    raw: bytes | None = None,
+) -> httpx.Response:
     headers = {"content-type": "application/json"}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
@@ -169,7 +196,13 @@ GOOD = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
         ({**GOOD, "messages": []}, DEMO_KEY, None, 400, "messages"),
         ({**GOOD, "model": 7}, DEMO_KEY, None, 400, "model"),
         ({**GOOD, "stream": "yes"}, DEMO_KEY, None, 400, "stream"),
-        ({**GOOD, "messages": [{"role": "robot", "content": "x"}]}, DEMO_KEY, None, 400, "messages[0].role"),
+        (
+            {**GOOD, "messages": [{"role": "robot", "content": "x"}]},
+            DEMO_KEY,
+            None,
+            400,
+            "messages[0].role",
+        ),
     ],
 )
 def test_bad_input_gets_an_openai_error(
@@ -204,11 +237,15 @@ def test_body_over_the_limit_is_413(upstream: FakeUpstream) -> None:
 def test_sdk_raises_typed_errors(gateway: GatewayThread) -> None:
     """The openai SDK maps the gateway's errors to its typed exceptions."""
     with pytest.raises(openai.AuthenticationError):
-        client(gateway, "sk-wrong").chat.completions.create(model="chat", messages=GOOD["messages"])  # type: ignore[arg-type]
+        client(gateway, "sk-wrong").chat.completions.create(
+            model="chat", messages=GOOD["messages"]
+        )
     with pytest.raises(openai.PermissionDeniedError):
-        client(gateway, OTHER_KEY).chat.completions.create(model="private", messages=GOOD["messages"])  # type: ignore[arg-type]
+        client(gateway, OTHER_KEY).chat.completions.create(
+            model="private", messages=GOOD["messages"]
+        )
     with pytest.raises(openai.NotFoundError):
-        client(gateway).chat.completions.create(model="nope", messages=GOOD["messages"])  # type: ignore[arg-type]
+        client(gateway).chat.completions.create(model="nope", messages=GOOD["messages"])
 
 
 def test_anthropic_deployment_answers_in_openai_format(gateway: GatewayThread) -> None:
@@ -218,13 +255,15 @@ def test_anthropic_deployment_answers_in_openai_format(gateway: GatewayThread) -
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "hello claude"},
     ]
-    plain = sdk.chat.completions.with_raw_response.create(model="claude", messages=messages)  # type: ignore[arg-type]
+    plain = sdk.chat.completions.with_raw_response.create(
+        model="claude", messages=messages
+    )
     validate("CreateChatCompletionResponse", json.loads(plain.content))
     assert plain.headers["x-fusebox-served-by"] == "claude/claude-x"
     answer = plain.parse()
     assert answer.usage is not None
     assert answer.usage.completion_tokens > 0
-    stream = sdk.chat.completions.create(model="claude", messages=messages, stream=True)  # type: ignore[arg-type]
+    stream = sdk.chat.completions.create(model="claude", messages=messages, stream=True)
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == answer.choices[0].message.content
 
@@ -236,13 +275,19 @@ def test_anthropic_tool_call_round_trip_streamed(gateway: GatewayThread) -> None
             "type": "function",
             "function": {
                 "name": "search",
-                "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"query": {"type": "string"}},
+                },
             },
         }
     ]
     messages: list[dict[str, object]] = [{"role": "user", "content": "find cats"}]
     stream = client(gateway).chat.completions.create(
-        model="claude", messages=messages, tools=tools, stream=True  # type: ignore[arg-type]
+        model="claude",
+        messages=messages,
+        tools=tools,
+        stream=True,
     )
     calls: dict[int, dict[str, str]] = {}
     finish = None
@@ -259,12 +304,22 @@ def test_anthropic_tool_call_round_trip_streamed(gateway: GatewayThread) -> None
     assert calls[0]["name"] == "search"
     args = json.loads(calls[0]["arguments"])
     messages += [
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": calls[0]["id"], "type": "function", "function": {"name": "search", "arguments": calls[0]["arguments"]}}
-        ]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": calls[0]["id"],
+                    "type": "function",
+                    "function": {"name": "search", "arguments": calls[0]["arguments"]},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": calls[0]["id"], "content": "three cats found"},
     ]
-    final = client(gateway).chat.completions.create(model="claude", messages=messages, tools=tools)  # type: ignore[arg-type]
+    final = client(gateway).chat.completions.create(
+        model="claude", messages=messages, tools=tools
+    )
     assert "three cats found" in (final.choices[0].message.content or "")
     assert args
 

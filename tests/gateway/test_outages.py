@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -21,6 +21,9 @@ from tests.harness import (
     wait_for_requests,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 FAST = """
 [defaults.timeouts]
 connect_s = 1
@@ -31,7 +34,9 @@ attempt_s = 5
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def post(gw: GatewayThread, model: str = "chat", key: str = DEMO_KEY, **extra: object) -> httpx.Response:
+def post(
+    gw: GatewayThread, model: str = "chat", key: str = DEMO_KEY, **extra: object
+) -> httpx.Response:
     """POST one chat completion and return the response."""
     return httpx.post(
         gw.url + "/v1/chat/completions",
@@ -71,7 +76,9 @@ def flapping(upstream: FakeUpstream, clock: FakeClock) -> Iterator[GatewayThread
         yield gw
 
 
-async def _burst(gw: GatewayThread, n: int, model: str = "chat") -> list[httpx.Response]:
+async def _burst(
+    gw: GatewayThread, n: int, model: str = "chat"
+) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=10) as client:
         return await asyncio.gather(
             *(
@@ -145,7 +152,9 @@ chain = ["fake2/gpt-c"]
 """
 
 
-def test_one_hanging_provider_does_not_take_down_the_rest(upstream: FakeUpstream) -> None:
+def test_one_hanging_provider_does_not_take_down_the_rest(
+    upstream: FakeUpstream,
+) -> None:
     """With 200 requests stuck on a hanging provider, health and other chains answer at once."""
     text = config_text(upstream.url, CASCADE.format(url=upstream.url), defaults=FAST)
     upstream.set_mode("gpt-hang", "hang")
@@ -182,7 +191,9 @@ def test_one_hanging_provider_does_not_take_down_the_rest(upstream: FakeUpstream
     assert all(p.status_code == 200 for p in probes)
     assert all(a.status_code == 200 for a in answers)
     assert {a.headers["x-fusebox-served-by"] for a in answers} == {"fake2/gpt-b"}
-    assert upstream.count("gpt-hang") < 200  # the breaker and bulkhead spared it the rest
+    assert (
+        upstream.count("gpt-hang") < 200
+    )  # the breaker and bulkhead spared it the rest
 
 
 RESTART = """
@@ -199,7 +210,9 @@ chain = ["flaky/gpt-a", "fake2/gpt-b"]
 """
 
 
-def test_upstream_restart_never_surfaces_a_stale_connection(upstream: FakeUpstream) -> None:
+def test_upstream_restart_never_surfaces_a_stale_connection(
+    upstream: FakeUpstream,
+) -> None:
     """An upstream killed mid-request and restarted: in-flight requests fail over, later ones are clean."""
     flaky = FakeUpstream()
     flaky.start()
@@ -211,7 +224,8 @@ def test_upstream_restart_never_surfaces_a_stale_connection(upstream: FakeUpstre
             flaky.set_mode("gpt-a", "slowfirst200")
             results: list[httpx.Response] = []
             inflight = [
-                threading.Thread(target=lambda: results.append(post(gw))) for _ in range(4)
+                threading.Thread(target=lambda: results.append(post(gw)))
+                for _ in range(4)
             ]
             for t in inflight:
                 t.start()
@@ -308,7 +322,8 @@ def test_tenant_over_its_concurrency_gets_429_with_retry_after(
     """A tenant at ``max_concurrent`` gets 429 with ``Retry-After: 1`` at once."""
     upstream.set_mode("gpt-hang", "delay400")
     holders = [
-        threading.Thread(target=post, args=(bulkheads, "solo", OTHER_KEY)) for _ in range(2)
+        threading.Thread(target=post, args=(bulkheads, "solo", OTHER_KEY))
+        for _ in range(2)
     ]
     for h in holders:
         h.start()
@@ -333,7 +348,9 @@ def test_client_hang_up_cancels_the_upstream_call_and_frees_the_slot(
     )
     body = b'{"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
     with socket.create_connection(("127.0.0.1", bulkheads.port), timeout=5) as sock:
-        sock.sendall(raw.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        sock.sendall(
+            raw.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
         seen = b""
         while b"data:" not in seen:
             chunk = sock.recv(65536)

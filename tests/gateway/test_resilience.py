@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
 import pytest
 
-from gateway.fakeupstream import FakeUpstream
 from tests.harness import DEMO_KEY, GatewayThread, config_text, running_gateway
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from gateway.fakeupstream import FakeUpstream
 
 TIMEOUTS = """
 [defaults.timeouts]

@@ -1,0 +1,1 @@
+"""Fusebox's test suite: one package per source package, plus shared fakes."""

@@ -1,0 +1,1 @@
+"""Test doubles that stand in for time and upstreams, never for our own code."""

@@ -1,0 +1,1 @@
+"""Tests of the pure policy primitives, driven by a fake clock."""

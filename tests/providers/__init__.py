@@ -1,0 +1,1 @@
+"""Tests of the provider adapters: pure translation and fake upstreams on sockets."""
