@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
 
     from gateway.runtime import Route, Runtime
-    from policies.pipeline import Answer, Call, Deployment, GuardedStream
+    from policies.pipeline import Call, Deployment, GuardedStream
 
 _SSE_HEADERS: Final = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -65,10 +65,9 @@ async def handle_chat(
             final=False,
         )
         return
+    exchange = Exchange(runtime, ctx, route, (payload, chat), send)
     try:
-        await _with_disconnect_watch(
-            receive, _serve(runtime, ctx, route, payload, chat, send)
-        )
+        await _with_disconnect_watch(receive, exchange.serve())
     finally:
         limiter.release()
 
@@ -128,31 +127,44 @@ async def _watch(receive: Receive, task: asyncio.Task[Any], watch: _Watch) -> No
         task.cancel()
 
 
-async def _serve(
-    runtime: Runtime,
-    ctx: RequestContext,
-    route: Route,
-    payload: dict[str, Any],
-    chat: wire.ChatBody,
-    send: Send,
-) -> None:
-    deadline = Deadline(
-        runtime.clock, deadline_budget(runtime.config.server.deadline_s, ctx.headers)
-    )
-    include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+class Exchange:
+    """One chat request on its way through the chain, with what it needs to call."""
 
-    def make_call(dep: Deployment) -> Call:
+    __slots__ = ("chat", "ctx", "deadline", "include_usage", "payload", "route", "send")
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        ctx: RequestContext,
+        route: Route,
+        body: tuple[dict[str, Any], wire.ChatBody],
+        send: Send,
+    ) -> None:
+        """Start the request's deadline now."""
+        self.ctx = ctx
+        self.route = route
+        self.payload, self.chat = body
+        self.send = send
+        budget = deadline_budget(runtime.config.server.deadline_s, ctx.headers)
+        self.deadline = Deadline(runtime.clock, budget)
+        options = self.chat.stream_options
+        self.include_usage = bool(options and options.include_usage)
+
+    def make_call(self, dep: Deployment, prefill: str = "") -> Call:
+        """Return the attempt function for ``dep`` (a continuation if ``prefill``)."""
+
         def call() -> Awaitable[ChatResponse | ChatStream]:
-            left = deadline.left()
+            left = self.deadline.left()
             request = ChatRequest(
-                payload=payload,
+                payload=self.payload,
                 model=dep.model,
-                stream=bool(chat.stream),
-                include_usage=include_usage,
+                stream=bool(self.chat.stream),
+                include_usage=self.include_usage,
                 limits=AttemptLimits(
                     connect_s=min(dep.timeouts.connect_s, left),
                     read_s=min(dep.timeouts.read_s, left),
                 ),
+                prefill=prefill,
             )
             if request.stream:
                 return dep.provider.open_stream(request)
@@ -160,63 +172,94 @@ async def _serve(
 
         return call
 
-    try:
-        dep, answer = await run_chain(
-            route.deployments, make_call, deadline=deadline, trail=ctx.trail
-        )
-    except ChainExhaustedError as exc:
-        await _exhausted(send, ctx, route, chat, exc)
-        return
-    except (UpstreamError, DeadlineExceededError) as exc:
-        await _send_error(send, ctx, exc, final=True)
-        return
-    ctx.served_by = dep.name
-    ctx.degraded = "fallback" if dep is not route.deployments[0] else None
-    await _send_answer(send, ctx, answer)
-
-
-async def _exhausted(
-    send: Send,
-    ctx: RequestContext,
-    route: Route,
-    chat: wire.ChatBody,
-    exc: ChainExhaustedError,
-) -> None:
-    if route.static is not None:
-        ctx.served_by = "@static"
-        ctx.degraded = "static"
-        ctx.trail.setdefault("@static", []).append("200")
-        if chat.stream:
-            await _start_stream(send, ctx)
-            for frame in wire.static_stream(route.alias, route.static):
-                await _body(send, frame)
-            await _body(send, DONE, more=False)
+    async def serve(self) -> None:
+        """Run the chain and write the answer, the tail rung, or the final error."""
+        try:
+            dep, answer = await run_chain(
+                self.route.deployments,
+                self.make_call,
+                deadline=self.deadline,
+                trail=self.ctx.trail,
+            )
+        except ChainExhaustedError as exc:
+            await self._exhausted(exc)
+            return
+        except (UpstreamError, DeadlineExceededError) as exc:
+            await _send_error(self.send, self.ctx, exc, final=True)
+            return
+        self.ctx.served_by = dep.name
+        self.ctx.degraded = "fallback" if dep is not self.route.deployments[0] else None
+        if isinstance(answer, ChatResponse):
+            await _send_json(self.send, self.ctx, 200, answer.body, [])
         else:
-            body = wire.static_completion(route.alias, route.static)
-            await _send_json(send, ctx, 200, body, [])
-        return
-    await _send_error(send, ctx, exc.final, final=True)
+            await self._pump(answer)
 
+    async def _exhausted(self, exc: ChainExhaustedError) -> None:
+        static = self.route.static
+        if static is None:
+            await _send_error(self.send, self.ctx, exc.final, final=True)
+            return
+        self.ctx.served_by = "@static"
+        self.ctx.degraded = "static"
+        self.ctx.trail.setdefault("@static", []).append("200")
+        if self.chat.stream:
+            await _start_stream(self.send, self.ctx)
+            for frame in wire.static_stream(self.route.alias, static):
+                await _body(self.send, frame)
+            await _body(self.send, DONE, more=False)
+        else:
+            body = wire.static_completion(self.route.alias, static)
+            await _send_json(self.send, self.ctx, 200, body, [])
 
-async def _send_answer(send: Send, ctx: RequestContext, answer: Answer) -> None:
-    if isinstance(answer, ChatResponse):
-        await _send_json(send, ctx, 200, answer.body, [])
-        return
-    await _pump(send, ctx, answer)
+    async def _pump(self, stream: GuardedStream) -> None:
+        """Forward a stream; after the first byte, failures continue or go in-band."""
+        send = self.send
+        await _start_stream(send, self.ctx)
+        delivered = ""
+        current: GuardedStream | None = stream
+        while current is not None:
+            failed = current
+            try:
+                async for frame in failed:
+                    await _body(send, frame)
+            except GatewayError as exc:
+                delivered += failed.text
+                cause = exc
+            else:
+                await _body(send, DONE, more=False)
+                return
+            finally:
+                await failed.aclose()
+            current = await self._continuation(failed, delivered)
+            if current is None:
+                await _body(send, stream_error_frame(cause), more=False)
 
+    async def _continuation(
+        self, failed: GuardedStream, delivered: str
+    ) -> GuardedStream | None:
+        """Continue the answer on the next rung, if it accepts an assistant prefill.
 
-async def _pump(send: Send, ctx: RequestContext, stream: GuardedStream) -> None:
-    """Forward a stream; after the first byte, failures go in-band."""
-    await _start_stream(send, ctx)
-    try:
-        async for frame in stream:
-            await _body(send, frame)
-    except GatewayError as exc:
-        await _body(send, stream_error_frame(exc), more=False)
-        return
-    finally:
-        await stream.aclose()
-    await _body(send, DONE, more=False)
+        A deployment without prefill is never sent one: the client then gets the
+        clean in-band error of the real cause.
+        """
+        deployments = self.route.deployments
+        names = [d.name for d in deployments]
+        rest = deployments[names.index(failed.deployment) + 1 :]
+        if not rest or not rest[0].provider.supports_prefill or not delivered:
+            return None
+        capable = [d for d in rest if d.provider.supports_prefill]
+        try:
+            dep, answer = await run_chain(
+                capable,
+                lambda d: self.make_call(d, delivered),
+                deadline=self.deadline,
+                trail=self.ctx.trail,
+            )
+        except GatewayError:
+            return None
+        assert not isinstance(answer, ChatResponse)  # noqa: S101 - streams beget streams
+        await _body(self.send, f": fusebox continued on {dep.name}\n\n".encode())
+        return answer.without_role_head()
 
 
 def _answer_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:

@@ -24,7 +24,7 @@ from providers.errors import (
     UpstreamStreamCutError,
     UpstreamTimeoutError,
 )
-from providers.types import ChatResponse, ChatStream, Usage
+from providers.types import ChatResponse, ChatStream, Usage, is_role_only_frame
 
 if TYPE_CHECKING:
     from policies.breaker import Breaker, Permit
@@ -263,6 +263,7 @@ class GuardedStream:
         self._ttft_s = dep.clock.monotonic() - started
         self._deadline = deadline
         self._settled = False
+        self._skip_role_head = False
         self.deployment = dep.name
         self.supports_prefill = dep.provider.supports_prefill
 
@@ -286,6 +287,11 @@ class GuardedStream:
         """Return the usage once the upstream sent it."""
         return self._inner.usage
 
+    def without_role_head(self) -> GuardedStream:
+        """Drop a leading role-only chunk: this stream continues another one."""
+        self._skip_role_head = True
+        return self
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         """Yield the inner frames; stop at the deadline; settle at the end."""
         frames = aiter(self._inner)
@@ -308,6 +314,10 @@ class GuardedStream:
                         f"upstream {self.deployment} {what} mid-stream",
                         deployment=self.deployment,
                     ) from exc
+                if self._skip_role_head:
+                    self._skip_role_head = False
+                    if is_role_only_frame(frame):
+                        continue
                 yield frame
         except UpstreamStreamCutError:
             self._settle(failed=True)

@@ -115,3 +115,37 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Close the connection pool."""
         ...
+
+
+class _HeadDelta(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[Any] | None = None
+    refusal: str | None = None
+
+
+class _HeadChoice(msgspec.Struct):
+    delta: _HeadDelta | None = None
+    finish_reason: str | None = None
+
+
+class _HeadChunk(msgspec.Struct):
+    choices: list[_HeadChoice] = []
+
+
+_decode_head = msgspec.json.Decoder(_HeadChunk).decode
+
+
+def is_role_only_frame(frame: bytes) -> bool:
+    """Tell whether an OpenAI SSE frame carries nothing but the assistant role."""
+    data = frame.removeprefix(b"data: ").strip()
+    try:
+        chunk = _decode_head(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    for choice in chunk.choices:
+        delta = choice.delta
+        if choice.finish_reason is not None or delta is None:
+            return False
+        if delta.content or delta.tool_calls or delta.refusal:
+            return False
+    return bool(chunk.choices)
