@@ -61,7 +61,7 @@ async def _method_not_allowed(send: Send) -> None:
 def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
     """``GET /v1/models``: the aliases the calling tenant may use."""
     runtime = _runtime(request)
-    ctx = RequestContext(request.scope)
+    ctx = RequestContext(request.scope, runtime.clock, endpoint="models")
     try:
         tenant = authenticate(runtime, ctx)
     except ClientError as exc:

@@ -47,11 +47,22 @@ async def handle_chat(
     runtime: Runtime, scope: Scope, receive: Receive, send: Send
 ) -> None:
     """Serve one chat completion; never raises to the server."""
-    ctx = RequestContext(scope)
+    ctx = RequestContext(scope, runtime.clock)
+    try:
+        await _handle(runtime, ctx, receive, send)
+    finally:
+        runtime.on_request_end(ctx)
+
+
+async def _handle(
+    runtime: Runtime, ctx: RequestContext, receive: Receive, send: Send
+) -> None:
     try:
         tenant = authenticate(runtime, ctx)
         body = await read_body(receive, runtime.config.server.max_body_mib)
         payload, chat = wire.decode_chat(body)
+        ctx.alias = chat.model
+        ctx.stream = bool(chat.stream)
         route = _route(runtime, tenant, chat.model)
     except GatewayError as exc:
         await _send_error(send, ctx, exc, final=False)
@@ -190,9 +201,11 @@ class Exchange:
         self.ctx.served_by = dep.name
         self.ctx.degraded = "fallback" if dep is not self.route.deployments[0] else None
         if isinstance(answer, ChatResponse):
+            self.ctx.usage = answer.usage
             await _send_json(self.send, self.ctx, 200, answer.body, [])
         else:
             await self._pump(answer)
+            self.ctx.usage = answer.usage
 
     async def _exhausted(self, exc: ChainExhaustedError) -> None:
         static = self.route.static
@@ -275,6 +288,8 @@ def _answer_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
 
 
 async def _start_stream(send: Send, ctx: RequestContext) -> None:
+    ctx.status = 200
+    ctx.first_byte_at = ctx.clock.monotonic()
     await send(
         {
             "type": "http.response.start",
@@ -296,6 +311,8 @@ async def _send_json(
     extra: list[tuple[bytes, bytes]],
 ) -> None:
     headers = [_JSON, *_answer_headers(ctx), *extra]
+    ctx.status = status
+    ctx.first_byte_at = ctx.clock.monotonic()
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from litestar.types import Receive, Scope
 
     from gateway.runtime import Runtime
+    from policies.clock import Clock
     from policies.pipeline import Trail
+    from providers.types import Usage
 
 _PREFIX: Final = os.urandom(4).hex()
 _counter = itertools.count(1)
@@ -26,19 +28,51 @@ def new_request_id() -> str:
 
 
 class RequestContext:
-    """What the gateway learns about one request as it goes down the onion."""
+    """What the gateway learns about one request as it goes down the onion.
 
-    __slots__ = ("degraded", "headers", "request_id", "served_by", "trail")
+    The request log and the metrics read it once the request has ended
+    (``Runtime.on_request_end``); nothing in it is a key, a prompt or a completion.
+    """
 
-    def __init__(self, scope: Scope) -> None:
+    __slots__ = (
+        "alias",
+        "cache_age_s",
+        "clock",
+        "degraded",
+        "endpoint",
+        "first_byte_at",
+        "headers",
+        "request_id",
+        "served_by",
+        "started",
+        "status",
+        "stream",
+        "tenant",
+        "trail",
+        "usage",
+    )
+
+    def __init__(self, scope: Scope, clock: Clock, endpoint: str = "chat") -> None:
         """Index the request's headers (lower-case names, latin-1 values)."""
+        self.clock = clock
         self.headers: dict[str, str] = {
             k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
         }
         self.request_id = new_request_id()
+        self.endpoint = endpoint
+        self.started = clock.monotonic()
         self.trail: Trail = {}
+        self.tenant: str | None = None
+        self.alias: str | None = None
+        self.stream = False
         self.served_by: str | None = None
         self.degraded: str | None = None
+        #: HTTP status sent (200 for a stream, even one that ended in-band).
+        self.status: int | None = None
+        #: Monotonic time the first response byte went out.
+        self.first_byte_at: float | None = None
+        self.usage: Usage | None = None
+        self.cache_age_s: float | None = None
 
 
 def bearer_key(headers: dict[str, str]) -> str | None:
@@ -62,6 +96,7 @@ def authenticate(runtime: Runtime, ctx: RequestContext) -> str:
     tenant = resolve_tenant(runtime.keys, key)
     if tenant is None:
         raise AuthError("the API key is not valid", code="invalid_api_key")
+    ctx.tenant = tenant
     return tenant
 
 

@@ -34,6 +34,7 @@ from providers.openai import OpenAIProvider
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from gateway.request import RequestContext
     from providers.types import Provider
 
 log = logging.getLogger("fusebox")
@@ -94,6 +95,9 @@ class Runtime:
         }
         self.deployments: dict[str, Deployment] = {}
         self.keys = tenant_keys(config, env)
+        key_env = config.admin.key_env
+        #: The admin bearer key, or None: then ``/fusebox/*`` is loopback-only.
+        self.admin_key: str | None = env.get(key_env) or None if key_env else None
         self.limiters = {
             name: TenantLimiter(t.max_concurrent) for name, t in config.tenants.items()
         }
@@ -137,6 +141,9 @@ class Runtime:
             transition.to_state.value,
             transition.reason,
         )
+
+    def on_request_end(self, ctx: RequestContext) -> None:
+        """Record one finished request (request log and metrics read ``ctx``)."""
 
     def allowed(self, tenant: str) -> list[str]:
         """Return the aliases ``tenant`` may call, in config order."""
