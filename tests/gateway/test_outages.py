@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from typing import TYPE_CHECKING
@@ -93,9 +94,13 @@ async def _burst(
 
 
 def test_flapping_primary_opens_the_breaker_probes_once_and_recovers(
-    flapping: GatewayThread, upstream: FakeUpstream, clock: FakeClock
+    flapping: GatewayThread,
+    upstream: FakeUpstream,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Failures open the breaker, the fallback serves, one probe per open period, then recovery."""
+    caplog.set_level(logging.INFO, logger="fusebox")
     upstream.set_mode("gpt-a", "503")
     for _ in range(4):
         assert post(flapping).status_code == 200
@@ -119,6 +124,9 @@ def test_flapping_primary_opens_the_breaker_probes_once_and_recovers(
     assert probe.headers["x-fusebox-served-by"] == "fake/gpt-a"
     after = post(flapping)
     assert after.headers["x-fusebox-attempts"] == "fake/gpt-a=200"
+    transitions = [r.getMessage() for r in caplog.records if "fake/gpt-a" in r.getMessage()]
+    assert any("failure rate" in t for t in transitions)  # every transition has its reason
+    assert len(transitions) >= 5  # open, half-open, re-open, half-open, closed
 
 
 CASCADE = """
