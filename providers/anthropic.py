@@ -5,7 +5,9 @@ OpenAI payload is translated (``providers.anthropic_wire``, where the dropped
 fields are listed), POSTed to ``{base_url}/v1/messages`` over the provider's own
 pool, and the answer comes back as OpenAI JSON or OpenAI SSE frames. A stream is
 returned only once its first content arrived, so every earlier failure can fail
-over; later ones raise ``UpstreamStreamCutError``.
+over; later ones raise ``UpstreamStreamCutError``. A model that answers 400 to
+``temperature``/``top_p`` (newer Claude models deprecate them) is asked once
+more without them, and is sent none from then on.
 """
 
 from __future__ import annotations

@@ -514,7 +514,7 @@ class _AnthropicUsage(msgspec.Struct):
     cache_read_input_tokens: int | None = None
 
 
-class _Block(msgspec.Struct):
+class _Block(msgspec.Struct, gc=False):
     type: str
     text: str = ""
     id: str = ""
@@ -682,25 +682,25 @@ class StreamEventError(Exception):
         self.protocol = protocol
 
 
-class _StartMessage(msgspec.Struct):
+class _StartMessage(msgspec.Struct, gc=False):
     id: str = ""
     model: str = ""
     usage: _AnthropicUsage | None = None
 
 
-class _Delta(msgspec.Struct):
+class _Delta(msgspec.Struct, gc=False):
     type: str = ""
     text: str = ""
     partial_json: str = ""
     stop_reason: str | None = None
 
 
-class _ErrorBody(msgspec.Struct):
+class _ErrorBody(msgspec.Struct, gc=False):
     type: str | None = None
     message: str | None = None
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     type: str = ""
     index: int = 0
     message: _StartMessage | None = None

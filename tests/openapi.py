@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
-import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev extra
+import jsonschema
 import pytest
-import yaml  # type: ignore[import-untyped]  # no stubs in the dev extra
+import yaml
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 

@@ -7,7 +7,9 @@ own tiny aiohttp server for an answer the fake cannot give.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -280,19 +282,39 @@ async def test_plain_prefill_continues_mid_word(provider: AnthropicProvider) -> 
     assert delivered + content == FULL
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def tiny_upstream(handler: Handler) -> AsyncIterator[AnthropicProvider]:
+    """Serve ``handler`` at /v1/messages and yield an adapter aimed at it."""
+    app = web.Application()
+    app.router.add_post("/v1/messages", handler)
+    async with TestServer(app, host="127.0.0.1") as server:
+        adapter = AnthropicProvider(
+            "claude", base_url=str(server.make_url("")), api_key=KEY, pool_size=2
+        )
+        try:
+            yield adapter
+        finally:
+            await adapter.aclose()
+
+
+def refusal(message: str) -> web.Response:
+    """Answer 400 with Anthropic's error body."""
+    error = {"type": "invalid_request_error", "message": message}
+    return web.json_response({"type": "error", "error": error}, status=400)
+
+
 async def test_models_refusing_temperature_are_retried_once_without_it() -> None:
     """A 400 refusing temperature is retried without it, and remembered per model."""
     seen: list[dict[str, Any]] = []
 
-    async def messages(request: web.Request) -> web.Response:
+    async def messages(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         seen.append(body)
         if "temperature" in body:
-            error = {
-                "type": "invalid_request_error",
-                "message": "`temperature` is deprecated for this model.",
-            }
-            return web.json_response({"type": "error", "error": error}, status=400)
+            return refusal("`temperature` is deprecated for this model.")
         answer = {
             "id": "msg_1",
             "type": "message",
@@ -304,20 +326,43 @@ async def test_models_refusing_temperature_are_retried_once_without_it() -> None
         }
         return web.json_response(answer)
 
-    app = web.Application()
-    app.router.add_post("/v1/messages", messages)
-    async with TestServer(app, host="127.0.0.1") as server:
-        adapter = AnthropicProvider(
-            "claude", base_url=str(server.make_url("")), api_key=KEY, pool_size=2
-        )
-        payload = {"messages": HELLO, "temperature": 0.3}
-        try:
-            for _ in range(2):
-                response = await adapter.complete(chat("claude-new", payload=payload))
-                assert (
-                    json.loads(response.body)["choices"][0]["message"]["content"]
-                    == "ok"
-                )
-        finally:
-            await adapter.aclose()
+    payload = {"messages": HELLO, "temperature": 0.3}
+    async with tiny_upstream(messages) as adapter:
+        for _ in range(2):
+            response = await adapter.complete(chat("claude-new", payload=payload))
+            message = json.loads(response.body)["choices"][0]["message"]
+            assert message["content"] == "ok"
     assert ["temperature" in body for body in seen] == [True, False, False]
+
+
+async def test_a_failing_retry_without_temperature_raises_its_own_error() -> None:
+    """When the retry without temperature fails too, its error is the one raised."""
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if "temperature" in body:
+            return refusal("`temperature` is deprecated for this model.")
+        return refusal("max_tokens: too large")
+
+    payload = {"messages": HELLO, "temperature": 0.3}
+    async with tiny_upstream(messages) as adapter:
+        with pytest.raises(UpstreamBadRequestError) as caught:
+            await adapter.complete(chat("claude-new", payload=payload))
+    assert caught.value.param == "max_tokens"
+
+
+async def test_a_clean_end_before_content_fails_over() -> None:
+    """A 200 stream that ends cleanly before any content raises from open_stream."""
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(
+            b'event: message_start\ndata: {"type":"message_start"}\n\n'
+        )
+        await response.write_eof()
+        return response
+
+    async with tiny_upstream(messages) as adapter:
+        with pytest.raises(UpstreamUnavailableError, match="first content"):
+            await adapter.open_stream(chat("claude-new", stream=True))

@@ -46,6 +46,23 @@ CREATED = 1_700_000_000
 UPSTREAM_KEY = "sk-ant-api03-UPSTREAM_KEYUPSTREAM_KEYUPSTREAM_KEY"
 HELLO = [{"role": "user", "content": "Hello"}]
 
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+            "strict": True,
+        },
+    },
+    {"type": "function", "function": {"name": "now"}},
+]
+
 
 def request_body(
     payload: dict[str, Any],
@@ -253,6 +270,114 @@ def test_unsupported_content_parts_are_rejected_with_their_path(
     assert not caught.value.failover
 
 
+_CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"messages": "hi"}, "messages"),
+        ({"messages": ["hi"]}, "messages[0]"),
+        ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+            "messages[0].content[0]",
+        ),
+        ({"messages": [{"role": "user", "content": ["x"]}]}, "messages[0].content[0]"),
+        (
+            {"messages": [{"role": "system", "content": [{"type": "image_url"}]}]},
+            "messages[0].content[0]",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content[0].image_url",
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": [{"type": "image_url"}]}]},
+            "messages[0].content[0]",
+        ),
+        (
+            {"messages": [{"role": "assistant", "tool_calls": {"id": "c1"}}]},
+            "messages[0].tool_calls",
+        ),
+        (
+            {"messages": [{"role": "assistant", "tool_calls": [{"id": "c1"}]}]},
+            "messages[0].tool_calls[0]",
+        ),
+        (
+            {"messages": [{"role": "assistant", "tool_calls": [_CALL | {"id": ""}]}]},
+            "messages[0].tool_calls[0]",
+        ),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+        ({"messages": HELLO, "tools": {"a": 1}}, "tools"),
+        ({"messages": HELLO, "tools": [{"type": "custom"}]}, "tools[0].type"),
+        ({"messages": HELLO, "tools": [{"type": "function"}]}, "tools[0].function"),
+        (
+            {"messages": HELLO, "tools": [{"type": "function", "function": {}}]},
+            "tools[0].function.name",
+        ),
+        (
+            {
+                "messages": HELLO,
+                "tools": TOOLS,
+                "tool_choice": {"type": "function", "function": {}},
+            },
+            "tool_choice",
+        ),
+        (
+            {"messages": HELLO, "response_format": {"type": "json_schema"}},
+            "response_format",
+        ),
+    ],
+)
+def test_malformed_requests_name_the_offending_field(
+    payload: dict[str, Any], param: str
+) -> None:
+    """A request the translation cannot read is refused with the field's path."""
+    with pytest.raises(UpstreamBadRequestError) as caught:
+        request_body(payload)
+    assert caught.value.param == param
+    assert caught.value.upstream_type == "invalid_request_error"
+
+
+def test_odd_but_valid_values_are_read_leniently() -> None:
+    """Object arguments, raw base64 files, empty tool results and odd types pass."""
+    body = request_body(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "file", "file": {"file_data": "JVBE"}}],
+                },
+                {
+                    "role": "assistant",
+                    "content": [{"type": "refusal", "refusal": "no"}],
+                    "tool_calls": [
+                        _CALL | {"function": {"name": "f", "arguments": {"a": 1}}},
+                        _CALL
+                        | {"id": "c2", "function": {"name": "f", "arguments": "[1]"}},
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": ""},
+                {"role": "tool", "tool_call_id": "c2", "content": []},
+            ],
+            "max_tokens": True,
+            "temperature": False,
+            "stop": 5,
+        }
+    )
+    user, assistant, results = body["messages"]
+    assert user["content"][0]["source"]["media_type"] == "application/pdf"
+    assert [b["input"] for b in assistant["content"]] == [{"a": 1}, {}]
+    assert results["content"] == [
+        {"type": "tool_result", "tool_use_id": "c1"},
+        {"type": "tool_result", "tool_use_id": "c2"},
+    ]
+    assert body["max_tokens"] == 4096
+    assert set(body) == {"model", "max_tokens", "messages"}
+
+
 def test_assistant_tool_calls_and_tool_results() -> None:
     """Tool calls become tool_use blocks and tool messages tool_result blocks."""
     body = request_body(
@@ -383,24 +508,6 @@ def test_n_above_one_is_a_bad_request_on_param_n() -> None:
         request_body({"messages": HELLO, "n": 2})
     assert caught.value.param == "n"
     assert caught.value.deployment == DEPLOYMENT
-
-
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather for a city.",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-            "strict": True,
-        },
-    },
-    {"type": "function", "function": {"name": "now"}},
-]
 
 
 def test_tools_become_input_schemas() -> None:
@@ -1098,6 +1205,46 @@ def test_malformed_or_out_of_order_events_are_protocol_failures(raw: bytes) -> N
         translate([raw])
     assert caught.value.protocol
     assert caught.value.upstream_type is None
+
+
+def test_odd_events_are_tolerated() -> None:
+    """Repeated starts, empty blocks, server-tool input and bare deltas emit nothing."""
+    raw = sse(
+        _start("msg_1"),
+        _start("msg_2"),
+        {"type": "content_block_start", "index": 0},
+        {"type": "content_block_delta", "index": 0},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {
+                "type": "server_tool_use",
+                "id": "srvtoolu_1",
+                "name": "web_search",
+                "input": {},
+            },
+        },
+        _json(1, '{"query": "x"}'),
+        _stop_block(1),
+        _text_start(2),
+        _text(2, "Found."),
+        _stop_block(2),
+        {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 3}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
+        STOP,
+    )
+    frames, translator = translate([raw], include_usage=False)
+    chunks = chunks_of(frames)
+    assert {c["id"] for c in chunks} == {"chatcmpl-msg_1"}
+    assert [c["choices"][0]["delta"] for c in chunks] == [
+        {"role": "assistant", "content": ""},
+        {"content": "Found."},
+        {},
+    ]
+    assert translator.usage is not None
+    assert translator.usage.completion_tokens == 3
+    translator.text = ""
+    assert translator.text == ""
 
 
 def test_events_after_message_stop_are_ignored() -> None:
