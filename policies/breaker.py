@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, final
 
 import msgspec
 
-from policies.window import RollingCounts
+from policies.window import FIELD_BITS, MASK, RollingCounts, count, pack
 from providers.errors import CircuitOpenError
 
 if TYPE_CHECKING:
@@ -26,8 +26,17 @@ if TYPE_CHECKING:
     from policies.clock import Clock
     from policies.config import BreakerConfig
 
-#: Window counts per outcome, indexed ``[failed][slow]``: calls, failures, slow.
-_OUTCOMES: Final = (((1, 0, 0), (1, 0, 1)), ((1, 1, 0), (1, 1, 1)))
+_CALLS: Final = 0
+_FAILURES: Final = 1
+_SLOW: Final = 2
+_FAILURES_SHIFT: Final = _FAILURES * FIELD_BITS
+#: The slow count is the top field: it needs a shift and no mask.
+_SLOW_SHIFT: Final = _SLOW * FIELD_BITS
+#: Packed window counts of one call, indexed ``[failed][slow]``.
+_OUTCOMES: Final = (
+    (pack(1, 0, 0), pack(1, 0, 1)),
+    (pack(1, 1, 0), pack(1, 1, 1)),
+)
 _HISTORY: Final = 10
 #: Never tell a client to come back in 0 s: the header would invite a hot loop.
 _MIN_RETRY_AFTER_S: Final = 0.05
@@ -41,6 +50,12 @@ class BreakerState(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+# Module constants: comparing against them skips the Enum class attribute lookup.
+_CLOSED: Final = BreakerState.CLOSED
+_OPEN: Final = BreakerState.OPEN
+_HALF_OPEN: Final = BreakerState.HALF_OPEN
 
 
 class Transition(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,7 +139,7 @@ class Breaker:
         self._config = config
         self._clock = clock
         self._on_transition = on_transition
-        self._state = BreakerState.CLOSED
+        self._state = _CLOSED
         self._generation = 0
         self._permit = Permit(0, is_probe=False)
         self._probes_out = 0
@@ -134,7 +149,7 @@ class Breaker:
         self._reason = "no verdict yet"
         self._since_wall = clock.wall()
         self._retry_at_wall: float | None = None
-        self._window = RollingCounts(config.window_s, 3, clock.monotonic())
+        self._window = RollingCounts(config.window_s, clock.monotonic())
         self._history: deque[Transition] = deque(maxlen=_HISTORY)
 
     def acquire(self) -> Permit:
@@ -144,7 +159,7 @@ class Breaker:
             CircuitOpenError: The breaker is open, or half-open with every
                 probe already out; ``retry_after_s`` says when to come back.
         """
-        if self._state is BreakerState.CLOSED:
+        if self._state is _CLOSED:
             return self._permit
         return self._acquire_not_closed()
 
@@ -196,7 +211,7 @@ class Breaker:
             notify: Call ``on_transition`` for the change.
         """
         now = self._clock.monotonic()
-        if state is BreakerState.OPEN:
+        if state is _OPEN:
             self._force_open(now, until_wall, reason, notify=notify)
         elif state is not self._state:
             transition = self._move(state, reason, now, is_remote=True)
@@ -251,7 +266,7 @@ class Breaker:
         return self._history
 
     def _acquire_not_closed(self) -> Permit:
-        if self._state is BreakerState.OPEN:
+        if self._state is _OPEN:
             now = self._clock.monotonic()
             left = self._open_until - now
             if left > 0:
@@ -260,9 +275,7 @@ class Breaker:
                     f"next probe in {left:.1f}s",
                     retry_after_s=max(left, _MIN_RETRY_AFTER_S),
                 )
-            self._emit(
-                self._move(BreakerState.HALF_OPEN, "open period over: probing", now)
-            )
+            self._emit(self._move(_HALF_OPEN, "open period over: probing", now))
         if self._probes_out >= self._config.half_open_probes:
             raise CircuitOpenError(
                 f"circuit half-open for {self.name}: "
@@ -273,31 +286,39 @@ class Breaker:
         return self._permit
 
     def _count(self, *, failed: bool, slow: bool) -> None:
+        now = self._clock.monotonic()
         window = self._window
-        window.add(self._clock.monotonic(), _OUTCOMES[failed][slow])
-        calls, failures, slows = window.totals
+        window.add(now, _OUTCOMES[failed][slow])
+        total = window.total
+        calls = total & MASK
         config = self._config
         if calls < config.min_calls:
             return
-        span = f"over {calls} calls in {config.window_s:g}s"
+        failures = (total >> _FAILURES_SHIFT) & MASK
+        slow_calls = total >> _SLOW_SHIFT
+        if (
+            failures / calls >= config.failure_rate
+            or slow_calls / calls >= config.slow_rate
+        ):
+            self._trip(now, calls, failures, slow_calls)
+
+    def _trip(self, now: float, calls: int, failures: int, slow_calls: int) -> None:
+        config = self._config
         if failures / calls >= config.failure_rate:
-            why = (
-                f"failure rate {failures / calls:.0%} {span} "
-                f"≥ {config.failure_rate:.0%}"
-            )
-        elif slows / calls >= config.slow_rate:
-            why = (
-                f"slow rate {slows / calls:.0%} (slower than {config.slow_s:g}s) "
-                f"{span} ≥ {config.slow_rate:.0%}"
-            )
+            what = f"failure rate {failures / calls:.0%}"
+            threshold = config.failure_rate
         else:
-            return
-        self._emit(self._move(BreakerState.OPEN, why, self._clock.monotonic()))
+            what = (
+                f"slow rate {slow_calls / calls:.0%} (slower than {config.slow_s:g}s)"
+            )
+            threshold = config.slow_rate
+        why = f"{what} over {calls} calls in {config.window_s:g}s ≥ {threshold:.0%}"
+        self._emit(self._move(_OPEN, why, now))
 
     def _settle_probe(self, *, failed: bool, slow: bool, duration_s: float) -> None:
         now = self._clock.monotonic()
         if not failed and not slow:
-            self._emit(self._move(BreakerState.CLOSED, "probe succeeded", now))
+            self._emit(self._move(_CLOSED, "probe succeeded", now))
             return
         self._open_s = min(self._open_s * 2, self._max_open_s)
         why = (
@@ -306,14 +327,14 @@ class Breaker:
             else f"probe slow ({duration_s:.1f}s > {self._config.slow_s:g}s)"
         )
         reason = f"{why}: re-open for {self._open_s:g}s"
-        self._emit(self._move(BreakerState.OPEN, reason, now))
+        self._emit(self._move(_OPEN, reason, now))
 
     def _force_open(
         self, now: float, until_wall: float | None, reason: str, *, notify: bool
     ) -> None:
         wall = self._clock.wall()
         open_for = self._open_s if until_wall is None else max(until_wall - wall, 0.0)
-        if self._state is BreakerState.OPEN:
+        if self._state is _OPEN:
             # Already open here: only ever lengthen the open period.
             if now + open_for > self._open_until:
                 self._open_until = now + open_for
@@ -321,9 +342,7 @@ class Breaker:
                 self._reason = reason
             return
         self._open_s = min(max(open_for, self._config.open_s), self._max_open_s)
-        transition = self._move(
-            BreakerState.OPEN, reason, now, open_for=open_for, is_remote=True
-        )
+        transition = self._move(_OPEN, reason, now, open_for=open_for, is_remote=True)
         if notify:
             self._emit(transition)
 
@@ -340,18 +359,18 @@ class Breaker:
         from_state = self._state
         self._state = to
         self._generation += 1
-        self._permit = Permit(self._generation, is_probe=to is BreakerState.HALF_OPEN)
+        self._permit = Permit(self._generation, is_probe=to is _HALF_OPEN)
         self._probes_out = 0
         self._reason = reason
         wall = self._clock.wall()
         self._since_wall = wall
-        if to is BreakerState.OPEN:
+        if to is _OPEN:
             period = self._open_s if open_for is None else open_for
             self._open_until = now + period
             self._retry_at_wall = wall + period
         else:
             self._retry_at_wall = None
-        if to is BreakerState.CLOSED:
+        if to is _CLOSED:
             self._window.clear()
             self._open_s = self._config.open_s
         transition = Transition(
@@ -370,6 +389,7 @@ class Breaker:
         if self._on_transition is not None:
             self._on_transition(transition)
 
-    def _totals(self) -> list[int]:
+    def _totals(self) -> tuple[int, int, int]:
         self._window.roll(self._clock.monotonic())
-        return self._window.totals
+        total = self._window.total
+        return count(total, _CALLS), count(total, _FAILURES), count(total, _SLOW)

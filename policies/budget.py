@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from policies.window import RollingCounts
+from policies.window import RollingCounts, count, pack
 
 if TYPE_CHECKING:
     from policies.clock import Clock
 
-_REQUEST: Final = (1, 0)
-_RETRY: Final = (0, 1)
+_REQUESTS: Final = 0
+_RETRIES: Final = 1
+_REQUEST: Final = pack(1, 0)
+_RETRY: Final = pack(0, 1)
 #: Slack for float rounding in ``ratio * requests`` (0.1 * 3 > 0.3).
 _EPSILON: Final = 1e-9
 
@@ -46,7 +48,7 @@ class RetryBudget:
         self._ratio = ratio
         self._floor = min_per_s * window_s
         self._clock = clock
-        self._counts = RollingCounts(window_s, 2, clock.monotonic())
+        self._counts = RollingCounts(window_s, clock.monotonic())
 
     def deposit(self) -> None:
         """Count one request (call once per request, not per retry)."""
@@ -62,19 +64,20 @@ class RetryBudget:
     @property
     def available(self) -> float:
         """Retries the budget would grant right now (fractional, never negative)."""
-        counts = self._counts
-        counts.roll(self._clock.monotonic())
-        requests, retries = counts.totals
+        total = self._total()
+        requests, retries = count(total, _REQUESTS), count(total, _RETRIES)
         return max(self._ratio * requests + self._floor - retries, 0.0)
 
     @property
     def requests(self) -> int:
         """Requests deposited in the current window."""
-        self._counts.roll(self._clock.monotonic())
-        return self._counts.totals[0]
+        return count(self._total(), _REQUESTS)
 
     @property
     def retries(self) -> int:
         """Retries granted in the current window."""
+        return count(self._total(), _RETRIES)
+
+    def _total(self) -> int:
         self._counts.roll(self._clock.monotonic())
-        return self._counts.totals[1]
+        return self._counts.total

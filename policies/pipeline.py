@@ -170,9 +170,11 @@ async def _attempt(
         raise
     try:
         await dep.bulkhead.acquire(left)
-    except RejectedError as exc:
+    except BaseException as exc:
+        # Also on cancellation while queued: a half-open probe slot must not leak.
         dep.breaker.release(permit)
-        tokens.append(exc.token)
+        if isinstance(exc, RejectedError):
+            tokens.append(exc.token)
         raise
     return await _timed_call(dep, call, deadline, tokens, permit)
 

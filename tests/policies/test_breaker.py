@@ -76,6 +76,13 @@ def test_a_high_failure_rate_opens_the_breaker(clock: FakeClock) -> None:
     assert recorder.seen[0].retry_at_wall == clock.wall() + 10
 
 
+def test_a_failure_rate_exactly_at_the_threshold_opens(clock: FakeClock) -> None:
+    """Half the calls failing is enough when failure_rate is 50%."""
+    breaker = _breaker(clock, min_calls=4)
+    _calls(breaker, "ok", "fail", "ok", "fail")
+    assert breaker.state is OPEN
+
+
 def test_no_verdict_before_min_calls(clock: FakeClock) -> None:
     """Four failures out of four calls are not enough when min_calls is five."""
     breaker = _breaker(clock)
@@ -212,6 +219,21 @@ def test_release_frees_a_probe_slot_without_a_verdict(clock: FakeClock) -> None:
     breaker.release(probe)
     assert breaker.state is HALF_OPEN
     assert breaker.acquire().is_probe
+
+
+def test_releasing_a_stale_probe_frees_no_current_slot(clock: FakeClock) -> None:
+    """A probe left over from an earlier half-open period cannot make room for more probes."""
+    breaker = _breaker(clock)
+    _trip(breaker)
+    clock.advance(10)
+    failing, leftover = breaker.acquire(), breaker.acquire()
+    breaker.record(failing, failed=True, duration_s=1.0)
+    clock.advance(20)
+    current = [breaker.acquire(), breaker.acquire()]
+    breaker.release(leftover)
+    with pytest.raises(CircuitOpenError):
+        breaker.acquire()
+    assert all(p.is_probe for p in current)
 
 
 def test_release_of_a_closed_permit_counts_nothing(clock: FakeClock) -> None:

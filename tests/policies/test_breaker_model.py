@@ -23,6 +23,13 @@ from tests.fakes.clock import FakeClock
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 SLOW_S = 30.0
+#: Durations around ``slow_s``: exactly ``slow_s`` is not slow yet.
+_DURATIONS = st.sampled_from([0.0, 1.0, SLOW_S, SLOW_S + 0.001, 120.0])
+#: Ticks biased towards short steps, so windows fill up before they roll.
+_TICKS = st.one_of(
+    st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.0, 5.0]),
+    st.floats(min_value=0, max_value=60),
+)
 
 _CONFIGS = st.builds(
     BreakerConfig,
@@ -70,15 +77,15 @@ class BreakerMachine(RuleBasedStateMachine):
     def generation(self) -> int:
         return len(self.seen)
 
-    @rule(dt=st.floats(min_value=0, max_value=60))
+    @rule(dt=_TICKS)
     def tick(self, dt: float) -> None:
         self.clock.advance(dt)
 
-    @rule(failed=st.booleans(), slow=st.booleans())
-    def call(self, failed: bool, slow: bool) -> None:
+    @rule(failed=st.booleans(), duration_s=_DURATIONS)
+    def call(self, failed: bool, duration_s: float) -> None:
         held = self._acquire()
         if held is not None:
-            self._record(held, failed=failed, slow=slow)
+            self._record(held, failed=failed, duration_s=duration_s)
 
     @rule(n=st.integers(min_value=1, max_value=4))
     def probe(self, n: int) -> None:
@@ -88,9 +95,10 @@ class BreakerMachine(RuleBasedStateMachine):
                 self.held.append(held)
 
     @precondition(lambda self: self.held)
-    @rule(i=st.integers(min_value=0), failed=st.booleans(), slow=st.booleans())
-    def finish(self, i: int, failed: bool, slow: bool) -> None:
-        self._record(self.held.pop(i % len(self.held)), failed=failed, slow=slow)
+    @rule(i=st.integers(min_value=0), failed=st.booleans(), duration_s=_DURATIONS)
+    def finish(self, i: int, failed: bool, duration_s: float) -> None:
+        held = self.held.pop(i % len(self.held))
+        self._record(held, failed=failed, duration_s=duration_s)
 
     @precondition(lambda self: self.held)
     @rule(i=st.integers(min_value=0))
@@ -140,10 +148,10 @@ class BreakerMachine(RuleBasedStateMachine):
         assert self.breaker.state is HALF_OPEN
         assert self.probes_out == self.config.half_open_probes
 
-    def _record(self, held: Held, *, failed: bool, slow: bool) -> None:
+    def _record(self, held: Held, *, failed: bool, duration_s: float) -> None:
         before_calls = self.breaker.calls
         is_stale = held.generation != self.generation
-        duration_s = SLOW_S + 1 if slow else SLOW_S / 2
+        slow = duration_s > SLOW_S
         self.breaker.record(held.permit, failed=failed, duration_s=duration_s)
         if is_stale:
             # A stale permit changes nothing, and never closes an open breaker.
@@ -210,8 +218,8 @@ BreakerMachine.TestCase.settings = settings(
     derandomize=True,
     database=None,
     deadline=None,
-    max_examples=300,
-    stateful_step_count=60,
+    max_examples=100,
+    stateful_step_count=50,
 )
 TestBreakerModel = BreakerMachine.TestCase
 TestBreakerModel.__doc__ = (

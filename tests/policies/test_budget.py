@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +35,7 @@ def test_a_fraction_of_a_retry_is_not_a_retry(clock: FakeClock) -> None:
     budget = RetryBudget(ratio=0.2, min_per_s=0, clock=clock)
     for _ in range(3):
         budget.deposit()
-    assert budget.available == 0.6000000000000001
+    assert budget.available == pytest.approx(0.6)
     assert not budget.try_withdraw()
 
 

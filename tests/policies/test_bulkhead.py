@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from policies.bulkhead import Bulkhead, TenantLimiter
+from policies.clock import SystemClock
 from policies.config import BulkheadConfig
 from providers.errors import BulkheadFullError
 
@@ -175,6 +176,20 @@ async def test_a_slot_handed_to_a_cancelled_waiter_is_passed_on(
         await first
     await second
     assert (bulkhead.in_use, bulkhead.waiting, bulkhead.rejected) == (1, 0, 0)
+
+
+async def test_a_served_waiter_leaves_no_timer_behind() -> None:
+    """Once a queued caller gets its slot, its wait timer is gone at once."""
+    config = BulkheadConfig(max_concurrent=1, max_waiting=1, wait_s=60)
+    bulkhead = Bulkhead("openai", config, SystemClock())
+    tasks_before = asyncio.all_tasks()
+    await bulkhead.acquire(1.0)
+    waiter = asyncio.create_task(bulkhead.acquire(60.0))
+    await _queued(bulkhead, 1)
+    bulkhead.release()
+    await waiter
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() == tasks_before
 
 
 async def test_releasing_more_than_acquired_is_a_bug(clock: FakeClock) -> None:
