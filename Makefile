@@ -22,14 +22,18 @@ install: $(STAMP) ## venv + pip install -e '.[dev]'
 run: install ## serve the embedded default (examples/demo.toml) on 127.0.0.1:8080
 	$(BIN)/fusebox serve --config $(CONFIG)
 
+demo: install ## a narrated chaos tour on loopback: outage, breaker, fallback, recovery (~1 min)
+	$(BIN)/fusebox demo
+
 fmt: install ## ruff format; ruff check --fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lint: install ## ruff format --check; ruff check; lint-imports
+lint: install ## ruff format --check; ruff check; lint-imports; hadolint Dockerfile
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 type: install ## mypy (strict)
 	$(BIN)/mypy
@@ -55,4 +59,4 @@ bench-quick: install ## a benchmark smoke check, under a minute
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .fusebox
 
-.PHONY: help install run fmt lint type unit cov test bench bench-quick clean
+.PHONY: help install run demo fmt lint type unit cov test bench bench-quick clean

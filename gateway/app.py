@@ -13,8 +13,13 @@ from litestar import Litestar, MediaType, Request, Response, asgi, get
 from litestar.exceptions import HTTPException
 from litestar.types import Receive, Scope, Send
 
-from gateway.chat import handle_chat
+from gateway.chat import handle_chat, serve_request
+from gateway.embeddings import EMBEDDINGS
 from gateway.errors import render
+from gateway.lifecycle import process_lifespan
+from gateway.messages import COUNT_TOKENS, MESSAGES
+from gateway.ops import OPS_ROUTES
+from gateway.reload import Reloader, reload_config
 from gateway.request import RequestContext, authenticate
 from gateway.runtime import Runtime
 from providers.errors import ClientError, GatewayError, InvalidRequestError
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     from gateway.config import GatewayConfig
+    from gateway.dialect import Reader
     from policies.clock import Clock
 
 log = logging.getLogger("fusebox")
@@ -40,7 +46,36 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     if scope.get("method") != "POST":
         await _method_not_allowed(send)
         return
-    await handle_chat(_runtime(scope), scope, receive, send)
+    runtime = _runtime(scope)
+    with runtime.in_flight:  # a reload closes this runtime only once it is idle
+        await handle_chat(runtime, scope, receive, send)
+
+
+async def _serve(scope: Scope, receive: Receive, send: Send, reader: Reader) -> None:
+    if scope.get("method") != "POST":
+        await _method_not_allowed(send)
+        return
+    runtime = _runtime(scope)
+    with runtime.in_flight:
+        await serve_request(runtime, scope, receive, send, reader)
+
+
+@asgi("/v1/messages", copy_scope=False)
+async def messages(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /v1/messages``: the Anthropic Messages API, plain and SSE."""
+    await _serve(scope, receive, send, MESSAGES)
+
+
+@asgi("/v1/messages/count_tokens", copy_scope=False)
+async def count_tokens(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /v1/messages/count_tokens``: forwarded to the chain's Anthropic rungs."""
+    await _serve(scope, receive, send, COUNT_TOKENS)
+
+
+@asgi("/v1/embeddings", copy_scope=False)
+async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /v1/embeddings``: over an embeddings alias's chain."""
+    await _serve(scope, receive, send, EMBEDDINGS)
 
 
 async def _method_not_allowed(send: Send) -> None:
@@ -107,23 +142,39 @@ def create_app(
     *,
     clock: Clock | None = None,
     environ: Mapping[str, str] | None = None,
+    config_path: str | None = None,
 ) -> Litestar:
-    """Build the app; its runtime is created now and its pools closed on shutdown."""
+    """Build the app; its runtime is created now and its pools closed on shutdown.
+
+    ``config_path`` is the file a reload re-reads (default: ``$FUSEBOX_CONFIG``).
+    """
     runtime = Runtime(config, clock=clock, environ=environ)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await app.state.runtime.start()
+        app.state.runtime.started = True
         try:
             yield
         finally:
             await app.state.runtime.aclose()
 
     app = Litestar(
-        route_handlers=[chat_completions, list_models, healthz],
-        lifespan=[lifespan],
+        route_handlers=[
+            chat_completions,
+            messages,
+            count_tokens,
+            embeddings,
+            list_models,
+            healthz,
+            *OPS_ROUTES,
+            reload_config,
+        ],
+        lifespan=[lifespan, process_lifespan],
         exception_handlers={Exception: _http_exception},
         openapi_config=None,
         logging_config=None,
     )
     app.state.runtime = runtime
+    app.state.reloader = Reloader(config_path, environ)
     return app

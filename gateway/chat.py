@@ -3,7 +3,9 @@
 auth → tenant, body limit, decode, alias → the tenant's chain, tenant bulkhead,
 deadline, then fallback over the chain (``policies.fallback``), then the tail
 rungs (``@static``), and the answer written as JSON or SSE. A raw ASGI handler:
-the hot path pays for nothing it does not use.
+the hot path pays for nothing it does not use. ``/v1/messages`` and
+``/v1/embeddings`` run the same machinery (``serve_request``) in their own
+dialect (``gateway.dialect``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Final
 
-from gateway import wire
-from gateway.errors import error_headers, render, status_of, stream_error_frame
+from gateway import replay
+from gateway.dialect import CHAT
 from gateway.request import RequestContext, authenticate, read_body
 from policies.deadline import Deadline, deadline_budget
 from policies.fallback import ChainExhaustedError, describe, run_chain
 from providers.errors import (
+    AllRefusedError,
     DeadlineExceededError,
     GatewayError,
     InvalidRequestError,
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 
     from litestar.types import Receive, Scope, Send
 
+    from gateway.cache import CacheLookup
+    from gateway.dialect import Dialect, ErrorStyle, Reader
     from gateway.runtime import Route, Runtime
     from policies.pipeline import Call, Deployment, GuardedStream
 
@@ -40,32 +45,42 @@ _SSE_HEADERS: Final = [
     (b"cache-control", b"no-cache"),
 ]
 _JSON: Final = (b"content-type", b"application/json")
-DONE: Final = b"data: [DONE]\n\n"
 
 
 async def handle_chat(
     runtime: Runtime, scope: Scope, receive: Receive, send: Send
 ) -> None:
     """Serve one chat completion; never raises to the server."""
-    ctx = RequestContext(scope, runtime.clock)
+    await serve_request(runtime, scope, receive, send, CHAT)
+
+
+async def serve_request(
+    runtime: Runtime, scope: Scope, receive: Receive, send: Send, reader: Reader
+) -> None:
+    """Serve one request of ``reader``'s endpoint; never raises to the server."""
+    ctx = RequestContext(scope, runtime.clock, endpoint=reader.endpoint)
     try:
-        await _handle(runtime, ctx, receive, send)
+        await _handle(runtime, ctx, receive, send, reader)
     finally:
         runtime.on_request_end(ctx)
 
 
 async def _handle(
-    runtime: Runtime, ctx: RequestContext, receive: Receive, send: Send
+    runtime: Runtime,
+    ctx: RequestContext,
+    receive: Receive,
+    send: Send,
+    reader: Reader,
 ) -> None:
     try:
         tenant = authenticate(runtime, ctx)
         body = await read_body(receive, runtime.config.server.max_body_mib)
-        payload, chat = wire.decode_chat(body)
-        ctx.alias = chat.model
-        ctx.stream = bool(chat.stream)
-        route = _route(runtime, tenant, chat.model)
+        dialect = reader.decode(body)
+        ctx.alias = dialect.alias
+        ctx.stream = dialect.stream
+        route = dialect.fit(_route(runtime, tenant, dialect.alias, reader.serves))
     except GatewayError as exc:
-        await _send_error(send, ctx, exc, final=False)
+        await _send_error(send, ctx, exc, final=False, style=reader)
         return
     limiter = runtime.limiters[tenant]
     if not limiter.try_acquire():
@@ -74,16 +89,18 @@ async def _handle(
             ctx,
             TenantQuotaError(f"tenant {tenant} has too many requests in flight"),
             final=False,
+            style=reader,
         )
         return
-    exchange = Exchange(runtime, ctx, route, (payload, chat), send)
+    exchange = Exchange(runtime, ctx, route, dialect, send)
     try:
-        await _with_disconnect_watch(receive, exchange.serve())
+        work = runtime.idempotency.serve(tenant, exchange)  # around Exchange.serve
+        await _with_disconnect_watch(receive, work)
     finally:
         limiter.release()
 
 
-def _route(runtime: Runtime, tenant: str, alias: str) -> Route:
+def _route(runtime: Runtime, tenant: str, alias: str, serves: str) -> Route:
     route = runtime.routes.get((tenant, alias))
     if route is None:
         raise UnknownModelError(f"the model `{alias}` does not exist", param="model")
@@ -92,11 +109,16 @@ def _route(runtime: Runtime, tenant: str, alias: str) -> Route:
         raise ModelNotAllowedError(
             f"this key may not use the model `{alias}`", param="model"
         )
-    if runtime.config.models[alias].endpoint != "chat":
-        raise InvalidRequestError(
-            f"the model `{alias}` serves /v1/embeddings only", param="model"
-        )
+    if runtime.config.models[alias].endpoint != serves:
+        raise InvalidRequestError(_WRONG_ENDPOINT[serves].format(alias), param="model")
     return route
+
+
+_WRONG_ENDPOINT: Final = {
+    "chat": "the model `{}` serves /v1/embeddings only",
+    "embeddings": "the model `{}` is a chat model: /v1/embeddings needs an "
+    'alias declared with endpoint = "embeddings"',
+}
 
 
 class _Watch:
@@ -139,27 +161,48 @@ async def _watch(receive: Receive, task: asyncio.Task[Any], watch: _Watch) -> No
 
 
 class Exchange:
-    """One chat request on its way through the chain, with what it needs to call."""
+    """One request on its way through the chain, with what it needs to call.
 
-    __slots__ = ("chat", "ctx", "deadline", "include_usage", "payload", "route", "send")
+    Its ``dialect`` (``gateway.dialect``) says how the endpoint calls a
+    deployment and spells answers, stream frames and errors.
+    """
+
+    __slots__ = (
+        "answer",
+        "cache",
+        "ctx",
+        "deadline",
+        "dialect",
+        "include_usage",
+        "keeps_answer",
+        "payload",
+        "route",
+        "send",
+        "stream",
+    )
 
     def __init__(
         self,
         runtime: Runtime,
         ctx: RequestContext,
         route: Route,
-        body: tuple[dict[str, Any], wire.ChatBody],
+        dialect: Dialect,
         send: Send,
     ) -> None:
         """Start the request's deadline now."""
         self.ctx = ctx
         self.route = route
-        self.payload, self.chat = body
+        self.dialect = dialect
+        self.payload = dialect.payload
+        self.stream = dialect.stream
+        self.include_usage = dialect.include_usage
         self.send = send
         budget = deadline_budget(runtime.config.server.deadline_s, ctx.headers)
         self.deadline = Deadline(runtime.clock, budget)
-        options = self.chat.stream_options
-        self.include_usage = bool(options and options.include_usage)
+        self.cache: CacheLookup | None = runtime.cache.lookup(ctx, route, self.payload)
+        #: Set by idempotency: then ``answer`` gets the live answer's completion.
+        self.keeps_answer = False
+        self.answer: bytes | None = None
 
     def make_call(self, dep: Deployment, prefill: str = "") -> Call:
         """Return the attempt function for ``dep`` (a continuation if ``prefill``)."""
@@ -169,7 +212,7 @@ class Exchange:
             request = ChatRequest(
                 payload=self.payload,
                 model=dep.model,
-                stream=bool(self.chat.stream),
+                stream=self.stream,
                 include_usage=self.include_usage,
                 limits=AttemptLimits(
                     connect_s=min(dep.timeouts.connect_s, left),
@@ -177,14 +220,14 @@ class Exchange:
                 ),
                 prefill=prefill,
             )
-            if request.stream:
-                return dep.provider.open_stream(request)
-            return dep.provider.complete(request)
+            return self.dialect.call(dep, request)
 
         return call
 
     async def serve(self) -> None:
         """Run the chain and write the answer, the tail rung, or the final error."""
+        if self.cache is not None and await self._from_cache(stale=False):
+            return
         try:
             dep, answer = await run_chain(
                 self.route.deployments,
@@ -196,36 +239,78 @@ class Exchange:
             await self._exhausted(exc)
             return
         except (UpstreamError, DeadlineExceededError) as exc:
-            await _send_error(self.send, self.ctx, exc, final=True)
+            await _send_error(self.send, self.ctx, exc, final=True, style=self.dialect)
             return
         self.ctx.served_by = dep.name
         self.ctx.degraded = "fallback" if dep is not self.route.deployments[0] else None
         if isinstance(answer, ChatResponse):
             self.ctx.usage = answer.usage
             await _send_json(self.send, self.ctx, 200, answer.body, [])
+            self._keep(answer.body)
         else:
-            await self._pump(answer)
-            self.ctx.usage = answer.usage
+            await self._forward(answer)
+
+    async def _forward(self, stream: GuardedStream) -> None:
+        whole = await self._pump(stream)
+        self.ctx.usage = stream.usage
+        if whole is not None and (self.cache is not None or self.keeps_answer):
+            self._keep(replay.assemble(*whole, stream.model, self.ctx.clock.wall()))
+
+    def _keep(self, body: bytes | None) -> None:
+        """Keep a live answer for idempotency and the cache (stored after sending)."""
+        self.answer = body
+        if body is not None and self.cache is not None:
+            self.cache.keep(body)
+
+    async def _from_cache(self, *, stale: bool) -> bool:
+        """Answer from the cache: fresh before the chain, or the ``@cache`` rung."""
+        hit = await self.cache.hit(self.ctx, stale=stale) if self.cache else None
+        if hit is not None:
+            await self.serve_stored(hit.body)
+        return hit is not None
+
+    async def serve_stored(self, body: bytes) -> None:
+        """Send a stored ``chat.completion``: as is, or re-chunked for a stream."""
+        if not self.stream:
+            await _send_json(self.send, self.ctx, 200, body, [])
+            return
+        await _start_stream(self.send, self.ctx)
+        for frame in replay.sse_frames(body, include_usage=self.include_usage):
+            await _body(self.send, frame)
+        await _body(self.send, self.dialect.done, more=False)
+
+    async def fail(self, exc: GatewayError) -> None:
+        """Send ``exc`` as this request's answer (before anything else was sent)."""
+        await _send_error(self.send, self.ctx, exc, final=False, style=self.dialect)
 
     async def _exhausted(self, exc: ChainExhaustedError) -> None:
+        if self.route.has_cache and await self._from_cache(stale=True):
+            return
         static = self.route.static
         if static is None:
-            await _send_error(self.send, self.ctx, exc.final, final=True)
+            if isinstance(exc.final, AllRefusedError) and "@cache" in self.ctx.trail:
+                exc.final.message += "; @cache=miss"  # the 503 names every rung
+            await _send_error(
+                self.send, self.ctx, exc.final, final=True, style=self.dialect
+            )
             return
         self.ctx.served_by = "@static"
         self.ctx.degraded = "static"
         self.ctx.trail.setdefault("@static", []).append("200")
-        if self.chat.stream:
+        if self.stream:
             await _start_stream(self.send, self.ctx)
-            for frame in wire.static_stream(self.route.alias, static):
+            for frame in self.dialect.static_stream(self.route.alias, static):
                 await _body(self.send, frame)
-            await _body(self.send, DONE, more=False)
+            await _body(self.send, self.dialect.done, more=False)
         else:
-            body = wire.static_completion(self.route.alias, static)
+            body = self.dialect.static_answer(self.route.alias, static)
             await _send_json(self.send, self.ctx, 200, body, [])
 
-    async def _pump(self, stream: GuardedStream) -> None:
-        """Forward a stream; after the first byte, failures continue or go in-band."""
+    async def _pump(self, stream: GuardedStream) -> tuple[str, GuardedStream] | None:
+        """Forward a stream; after the first byte, failures continue or go in-band.
+
+        Return the whole text and the stream that ended it, or None if it failed.
+        """
         send = self.send
         await _start_stream(send, self.ctx)
         delivered = ""
@@ -234,18 +319,22 @@ class Exchange:
             failed = current
             try:
                 async for frame in failed:
-                    await _body(send, frame)
+                    if out := self.dialect.relay(frame):
+                        await _body(send, out)
             except GatewayError as exc:
                 delivered += failed.text
                 cause = exc
+                # For the log and metrics (the attempts header has gone out).
+                self.ctx.trail.setdefault(failed.deployment, []).append("cut")
             else:
-                await _body(send, DONE, more=False)
-                return
+                await _body(send, self.dialect.done, more=False)
+                return delivered + failed.text, failed
             finally:
                 await failed.aclose()
             current = await self._continuation(failed, delivered)
             if current is None:
-                await _body(send, stream_error_frame(cause), more=False)
+                await _body(send, self.dialect.stream_error(cause), more=False)
+        return None
 
     async def _continuation(
         self, failed: GuardedStream, delivered: str
@@ -278,12 +367,18 @@ class Exchange:
 def _answer_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"x-request-id", ctx.request_id.encode()),
+        # The anthropic SDK reads its ``request_id`` from this one.
+        (b"request-id", ctx.request_id.encode()),
         (b"x-fusebox-attempts", describe(ctx.trail).encode()),
     ]
     if ctx.served_by:
         headers.append((b"x-fusebox-served-by", ctx.served_by.encode()))
     if ctx.degraded:
         headers.append((b"x-fusebox-degraded", ctx.degraded.encode()))
+    if ctx.cache_age_s is not None:
+        headers.append((b"x-fusebox-cache-age", b"%d" % ctx.cache_age_s))
+    if ctx.idempotent_replay:
+        headers.append((b"x-fusebox-idempotent-replay", b"true"))
     return headers
 
 
@@ -318,9 +413,12 @@ async def _send_json(
 
 
 async def _send_error(
-    send: Send, ctx: RequestContext, exc: GatewayError, *, final: bool
+    send: Send,
+    ctx: RequestContext,
+    exc: GatewayError,
+    *,
+    final: bool,
+    style: ErrorStyle,
 ) -> None:
-    extra = [
-        (k.encode(), v.encode()) for k, v in error_headers(exc, final=final).items()
-    ]
-    await _send_json(send, ctx, status_of(exc), render(exc), extra)
+    status, body, extra = style.error(exc, final=final)
+    await _send_json(send, ctx, status, body, extra)

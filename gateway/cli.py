@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=9100)
 
+    demo = sub.add_parser(
+        "demo", help="a narrated chaos tour: outage, breaker, fallback, recovery"
+    )
+    demo.add_argument("--fast", action="store_true", help="the same tour in ~10 s")
+
     return parser
 
 
@@ -62,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.fakeupstream import run_forever  # noqa: PLC0415
 
         return run_forever(args.host, args.port)
+    if args.command == "demo":
+        from gateway.demo import run_demo  # noqa: PLC0415
+
+        return run_demo(fast=args.fast)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

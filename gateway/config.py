@@ -95,6 +95,8 @@ class StoreConfig(Frozen, frozen=True):
     kind: Literal["local", "redis"] = "local"
     path: str = ".fusebox"
     url: RedisUrl | None = None
+    #: Every Redis key starts with this, so fleets (or tests) can share a Redis.
+    prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "fusebox:"
 
 
 class CacheConfig(Frozen, frozen=True):

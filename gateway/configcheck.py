@@ -15,6 +15,7 @@ from gateway.config import (
     CACHE_RUNG,
     STATIC_RUNG,
     TAIL_RUNGS,
+    AnthropicProviderConfig,
     GatewayConfig,
     TenantConfig,
 )
@@ -142,6 +143,10 @@ class _References:
             yield Problem(path, f"{rung!r} is not of the form provider/model")
         elif not self.known("providers", rung.partition("/")[0]):
             yield Problem(path, f"unknown provider {rung.partition('/')[0]!r}")
+        elif tail.is_embeddings and isinstance(
+            self.config.providers.get(rung.partition("/")[0]), AnthropicProviderConfig
+        ):
+            yield Problem(path, "an anthropic provider has no embeddings API")
 
 
 class _Tail(NamedTuple):

@@ -42,6 +42,7 @@ class RequestContext:
         "endpoint",
         "first_byte_at",
         "headers",
+        "idempotent_replay",
         "request_id",
         "served_by",
         "started",
@@ -73,6 +74,8 @@ class RequestContext:
         self.first_byte_at: float | None = None
         self.usage: Usage | None = None
         self.cache_age_s: float | None = None
+        #: The answer is a stored one replayed for a repeated ``Idempotency-Key``.
+        self.idempotent_replay = False
 
 
 def bearer_key(headers: dict[str, str]) -> str | None:

@@ -11,6 +11,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Final
 
+from gateway.cache import ResponseCache
 from gateway.config import (
     CACHE_RUNG,
     STATIC_RUNG,
@@ -20,12 +21,16 @@ from gateway.config import (
     MockProviderConfig,
     OpenAIProviderConfig,
 )
+from gateway.idempotency import Idempotency
+from gateway.inflight import InFlight
+from gateway.metrics import Metrics
+from gateway.readiness import StoreProbe
+from gateway.reqlog import log_request, log_transition
+from gateway.store import build_byte_store, build_store
 from gateway.tenants import tenant_keys
 from policies.breaker import Breaker, Transition
-from policies.budget import RetryBudget
-from policies.bulkhead import Bulkhead, TenantLimiter
+from policies.bulkhead import Bulkhead
 from policies.clock import Clock, SystemClock
-from policies.pause import PauseBoard
 from policies.pipeline import Deployment, ProviderResources
 from providers.anthropic import AnthropicProvider
 from providers.mock import MockProvider
@@ -77,7 +82,22 @@ class Runtime:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.started_wall = self.clock.wall()
-        self.pauses = PauseBoard(self.clock)
+        #: Set once the app's lifespan startup ran; ``/readyz`` waits for it.
+        self.started = False
+        #: Set by a graceful drain: ``/readyz`` then answers 503.
+        self.draining = False
+        #: Requests running on this runtime; a reload closes it when they are done.
+        self.in_flight = InFlight()
+        self.metrics = Metrics()
+        #: Where breakers, budgets, pauses and tenant shares are kept (the seam).
+        self.store = build_store(config.store, self.clock)
+        self.store_probe = StoreProbe(config.store, self.clock, self.store)
+        self.pauses = self.store.pause_board(self.clock)
+        #: Answers and idempotency records: on disk under ``store.path``/cache
+        #: (opened on first use), or in Redis with ``store.kind = "redis"``.
+        self.disk = build_byte_store(config, self.store, self.clock)
+        self.cache = ResponseCache(self.disk, config.cache, self.clock)
+        self.idempotency = Idempotency(self.disk, self.clock)
         self.providers: dict[str, Provider] = {
             name: build_provider(name, cfg, env)
             for name, cfg in config.providers.items()
@@ -85,9 +105,7 @@ class Runtime:
         self.resources = {
             name: ProviderResources(
                 bulkhead=Bulkhead(name, cfg.bulkhead, self.clock),
-                budget=RetryBudget(
-                    cfg.retry.budget_ratio, cfg.retry.budget_min_per_s, self.clock
-                ),
+                budget=self.store.retry_budget(name, cfg.retry, self.clock),
                 retry=cfg.retry,
                 timeouts=cfg.timeouts,
             )
@@ -99,13 +117,15 @@ class Runtime:
         #: The admin bearer key, or None: then ``/fusebox/*`` is loopback-only.
         self.admin_key: str | None = env.get(key_env) or None if key_env else None
         self.limiters = {
-            name: TenantLimiter(t.max_concurrent) for name, t in config.tenants.items()
+            name: self.store.tenant_limiter(name, t.max_concurrent)
+            for name, t in config.tenants.items()
         }
         self.routes: dict[tuple[str, str], Route] = {
             (tenant, alias): self._route(tenant, alias)
             for tenant in config.tenants
             for alias in config.models
         }
+        self.metrics.watch(self)
 
     def _route(self, tenant: str, alias: str) -> Route:
         chain = self.config.chain_for(tenant, alias)
@@ -129,31 +149,56 @@ class Runtime:
                 resources=self.resources[provider_name],
                 pauses=self.pauses,
                 clock=self.clock,
+                probes=self.store.probe_gate,
             )
             self.deployments[rung] = found
         return found
 
     def _on_transition(self, transition: Transition) -> None:
-        log.warning(
-            "breaker %s: %s -> %s (%s)",
-            transition.deployment,
-            transition.from_state.value,
-            transition.to_state.value,
-            transition.reason,
-        )
+        try:
+            self.store.on_transition(transition)
+            self.metrics.on_transition(transition)
+            log_transition(transition)
+        except Exception:
+            log.exception("recording a breaker transition failed")
 
     def on_request_end(self, ctx: RequestContext) -> None:
         """Record one finished request (request log and metrics read ``ctx``)."""
+        try:
+            self.metrics.record(ctx)
+            log_request(ctx)
+        except Exception:
+            log.exception("recording request %s failed", ctx.request_id)
 
     def allowed(self, tenant: str) -> list[str]:
         """Return the aliases ``tenant`` may call, in config order."""
         allowed = self.config.tenants[tenant].models
         return [a for a in self.config.models if allowed is None or a in allowed]
 
+    async def start(self) -> None:
+        """Hand the live policy state to the store and start its sync, in the loop.
+
+        A reload calls this after ``carry_state``, so the carried objects are
+        the ones the new store keeps in step with the fleet.
+        """
+        providers = self.config.providers
+        self.store.attach(
+            breakers={
+                name: (dep.breaker, providers[dep.provider.name].breaker)
+                for name, dep in self.deployments.items()
+            },
+            budgets={name: res.budget for name, res in self.resources.items()},
+            pauses=self.pauses,
+            limiters=self.limiters,
+        )
+        await self.store.start()
+
     async def aclose(self) -> None:
-        """Close every provider's connection pool."""
+        """Close every provider's connection pool, then the cache (writes drain)."""
         for provider in self.providers.values():
             await provider.aclose()
+        await self.disk.aclose()
+        await self.store.aclose()
 
 
 def build_provider(

@@ -7,6 +7,7 @@ uvicorn with uvloop and httptools is the default; granian is selectable with
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from gateway.config import GatewayConfig, load_config
+from gateway.logsetup import configure_from_env, configure_logging, export_settings
 from providers.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,16 +51,15 @@ def app_factory() -> object:
     """Build the app in a worker process from ``$FUSEBOX_CONFIG``."""
     from gateway.app import create_app  # noqa: PLC0415
 
-    config = load_config(os.environ[CONFIG_ENV])
-    return create_app(config)
+    configure_from_env()
+    path = os.environ[CONFIG_ENV]
+    return create_app(load_config(path), config_path=path)
 
 
 def serve(args: argparse.Namespace) -> int:
     """Run the gateway until interrupted; return the exit status."""
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
+    export_settings(args.log_level, args.log_format)
     config = _load(args.config)
     if config is None:
         return 1
@@ -74,12 +75,17 @@ def serve(args: argparse.Namespace) -> int:
     )
     if args.server == "granian":
         return _granian(server.host, server.port, args.workers)
-    return _uvicorn(server.host, server.port, args.workers, args.log_level)
+    return _uvicorn(
+        server.host, server.port, args.workers, args.log_level, server.drain_s
+    )
 
 
-def _uvicorn(host: str, port: int, workers: int, log_level: str) -> int:
+def _uvicorn(host: str, port: int, workers: int, log_level: str, drain_s: float) -> int:
     import uvicorn  # noqa: PLC0415
 
+    from gateway.lifecycle import exit_zero_on_sigterm  # noqa: PLC0415
+
+    exit_zero_on_sigterm()
     uvicorn.run(
         "gateway.server:app_factory",
         factory=True,
@@ -89,8 +95,10 @@ def _uvicorn(host: str, port: int, workers: int, log_level: str) -> int:
         loop="uvloop",
         http="httptools",
         log_level="warning" if log_level == "info" else log_level,
+        log_config=None,  # uvicorn's records go through configure_logging's handler
         access_log=False,
-        timeout_graceful_shutdown=30,
+        # SIGTERM: in-flight requests may finish (uvicorn takes whole seconds).
+        timeout_graceful_shutdown=math.ceil(drain_s),
     )
     return 0
 

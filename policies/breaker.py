@@ -239,6 +239,11 @@ class Breaker:
         return self._retry_at_wall
 
     @property
+    def probes_out(self) -> int:
+        """Half-open probes let through and not yet settled."""
+        return self._probes_out
+
+    @property
     def calls(self) -> int:
         """Calls counted in the current window."""
         return self._totals()[0]
@@ -264,6 +269,15 @@ class Breaker:
     def history(self) -> deque[Transition]:
         """The last few transitions, oldest first."""
         return self._history
+
+    @property
+    def on_transition(self) -> Callable[[Transition], None] | None:
+        """What is called after each local state change (a reload rebinds it)."""
+        return self._on_transition
+
+    @on_transition.setter
+    def on_transition(self, callback: Callable[[Transition], None] | None) -> None:
+        self._on_transition = callback
 
     def _acquire_not_closed(self) -> Permit:
         if self._state is _OPEN:

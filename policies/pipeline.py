@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from policies.backoff import full_jitter
 from providers.errors import (
+    CircuitOpenError,
     DeadlineExceededError,
     DeploymentPausedError,
     GatewayError,
@@ -34,11 +35,14 @@ if TYPE_CHECKING:
     from policies.config import RetryConfig, TimeoutsConfig
     from policies.deadline import Deadline
     from policies.pause import PauseBoard
+    from policies.store import ProbeGate
     from providers.types import Provider
 
 #: One request's record of what each deployment did: ``{deployment: [tokens]}``.
 Trail = dict[str, list[str]]
 _PAUSE_EPSILON_S = 0.001
+#: Suggested wait when another replica holds the fleet's probe slots.
+_FLEET_PROBE_RETRY_AFTER_S = 1.0
 #: What a pipeline returns: a whole answer, or a stream that owns its resources.
 Answer: TypeAlias = "ChatResponse | GuardedStream"
 Call: TypeAlias = Callable[[], Awaitable[ChatResponse | ChatStream]]
@@ -55,6 +59,7 @@ class Deployment:
         "model",
         "name",
         "pauses",
+        "probes",
         "provider",
         "retry",
         "timeouts",
@@ -69,8 +74,13 @@ class Deployment:
         resources: ProviderResources,
         pauses: PauseBoard,
         clock: Clock,
+        probes: ProbeGate | None = None,
     ) -> None:
-        """Bind a model to its provider's pool, bulkhead, budget and settings."""
+        """Bind a model to its provider's pool, bulkhead, budget and settings.
+
+        ``probes``, when given, must grant each half-open probe first, so a
+        fleet of replicas sends at most ``half_open_probes`` per open period.
+        """
         self.name = f"{provider.name}/{model}"
         self.provider = provider
         self.model = model
@@ -81,6 +91,7 @@ class Deployment:
         self.timeouts = resources.timeouts
         self.pauses = pauses
         self.clock = clock
+        self.probes = probes
 
 
 class ProviderResources:
@@ -176,7 +187,33 @@ async def _attempt(
         if isinstance(exc, RejectedError):
             tokens.append(exc.token)
         raise
+    if permit.is_probe and dep.probes is not None:
+        await _claim_probe(dep, dep.probes, permit, tokens)
     return await _timed_call(dep, call, deadline, tokens, permit)
+
+
+async def _claim_probe(
+    dep: Deployment, probes: ProbeGate, permit: Permit, tokens: list[str]
+) -> None:
+    """Let a half-open probe out only if the fleet grants it one of its slots.
+
+    Claimed once the bulkhead slot is held, so a full bulkhead never uses up
+    one of the fleet's probes; refused, the call gives both back.
+    """
+    try:
+        granted = await probes.claim_probe(dep.name, dep.timeouts.attempt_s)
+    except BaseException:
+        dep.bulkhead.release()
+        dep.breaker.release(permit)
+        raise
+    if not granted:
+        dep.bulkhead.release()
+        dep.breaker.release(permit)
+        tokens.append(CircuitOpenError.token)
+        raise CircuitOpenError(
+            f"circuit half-open for {dep.name}: another replica is probing it",
+            retry_after_s=_FLEET_PROBE_RETRY_AFTER_S,
+        )
 
 
 def _check_pause(dep: Deployment, tokens: list[str]) -> None:

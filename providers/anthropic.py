@@ -7,7 +7,9 @@ pool, and the answer comes back as OpenAI JSON or OpenAI SSE frames. A stream is
 returned only once its first content arrived, so every earlier failure can fail
 over; later ones raise ``UpstreamStreamCutError``. A model that answers 400 to
 ``temperature``/``top_p`` (newer Claude models deprecate them) is asked once
-more without them, and is sent none from then on.
+more without them, and is sent none from then on. Anthropic clients of
+``/v1/messages`` are served natively instead (``messages``,
+``open_messages_stream``, ``count_tokens``; ``providers.anthropic_native``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 
 from providers._http import Transport, UpstreamResponse, redact
+from providers.anthropic_native import (
+    NativeStream,
+    native_body,
+    open_native_stream,
+    read_answer,
+)
 from providers.anthropic_wire import (
     MessagesRequest,
     StreamEventError,
@@ -43,6 +51,7 @@ if TYPE_CHECKING:
 
 _encode = msgspec.json.Encoder().encode
 _PATH: Final = "/v1/messages"
+_COUNT_PATH: Final = "/v1/messages/count_tokens"
 _HTTP_OK_MAX: Final = 299
 
 
@@ -128,6 +137,41 @@ class AnthropicProvider:
             await stream.aclose()
             raise
         return stream
+
+    async def messages(self, request: ChatRequest, /) -> ChatResponse:
+        """Forward a client's Messages request natively; return the JSON as is."""
+        resp, deployment, _ = await self._native(request, _PATH)
+        return await read_answer(resp, deployment, request.model)
+
+    async def open_messages_stream(self, request: ChatRequest, /) -> NativeStream:
+        """Forward a streamed Messages request natively; return once content arrived."""
+        resp, deployment, join_ws = await self._native(request, _PATH)
+        return await open_native_stream(
+            resp,
+            deployment,
+            model=request.model,
+            join_ws=join_ws,
+            map_event=self._event_mapper(deployment),
+            secret=self._secret,
+        )
+
+    async def count_tokens(self, request: ChatRequest, /) -> ChatResponse:
+        """Forward a ``count_tokens`` request natively; return the JSON as is."""
+        resp, deployment, _ = await self._native(request, _COUNT_PATH)
+        return await read_answer(resp, deployment, request.model)
+
+    async def _native(
+        self, request: ChatRequest, path: str
+    ) -> tuple[UpstreamResponse, str, str]:
+        """POST the client's own JSON (``providers.anthropic_native``)."""
+        deployment = f"{self.name}/{request.model}"
+        body, join_ws = native_body(request)
+        resp = await self._transport.post(
+            path, body, limits=request.limits, deployment=deployment
+        )
+        if resp.status > _HTTP_OK_MAX:
+            raise await self._error_of(resp, deployment)
+        return resp, deployment, join_ws
 
     async def aclose(self) -> None:
         """Close the connection pool."""

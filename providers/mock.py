@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
+from providers.embedding import mock_embeddings
 from providers.types import ChatRequest, ChatResponse, Usage
 
 if TYPE_CHECKING:
@@ -144,6 +145,12 @@ class MockProvider:
             await asyncio.sleep(self._latency_s)
         text, usage = self._answer(request)
         return MockStream(request, text, usage, int(self._wall()), self._latency_s)
+
+    async def embed(self, request: ChatRequest, /) -> ChatResponse:
+        """Return deterministic unit vectors hashed from each input."""
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)
+        return mock_embeddings(request.payload, request.model)
 
     async def aclose(self) -> None:
         """Nothing to close."""

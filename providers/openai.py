@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 import msgspec
 
 from providers._http import Transport, UpstreamResponse, redact
+from providers.embedding import read_embeddings
 from providers.errors import (
     UpstreamAuthError,
     UpstreamBadRequestError,
@@ -181,10 +182,16 @@ class OpenAIProvider:
             payload.update(self._prefill_extra)
         return _encode(payload)
 
-    async def _post(self, request: ChatRequest, deployment: str) -> UpstreamResponse:
+    async def _post(
+        self,
+        request: ChatRequest,
+        deployment: str,
+        path: str = "/chat/completions",
+        body: bytes | None = None,
+    ) -> UpstreamResponse:
         resp = await self._transport.post(
-            "/chat/completions",
-            self._body(request),
+            path,
+            self._body(request) if body is None else body,
             limits=request.limits,
             deployment=deployment,
         )
@@ -228,6 +235,15 @@ class OpenAIProvider:
             await stream.aclose()
             raise
         return stream
+
+    async def embed(self, request: ChatRequest, /) -> ChatResponse:
+        """Send an embeddings request (only ``model`` rewritten); return it as is."""
+        deployment = f"{self.name}/{request.model}"
+        body = _encode({**request.payload, "model": request.model})
+        resp = await self._post(request, deployment, "/embeddings", body)
+        answer = await resp.read()
+        resp.release()
+        return read_embeddings(answer, deployment, request.model)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
