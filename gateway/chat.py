@@ -10,11 +10,11 @@ dialect (``gateway.dialect``).
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from gateway import replay
 from gateway.dialect import CHAT
+from gateway.disconnect import run_until_disconnect
 from gateway.request import RequestContext, authenticate, read_body
 from policies.deadline import Deadline, deadline_budget
 from policies.fallback import ChainExhaustedError, describe, run_chain
@@ -31,7 +31,7 @@ from providers.errors import (
 from providers.types import AttemptLimits, ChatRequest, ChatResponse, ChatStream
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Coroutine
+    from collections.abc import Awaitable
 
     from litestar.types import Receive, Scope, Send
 
@@ -95,7 +95,7 @@ async def _handle(
     exchange = Exchange(runtime, ctx, route, dialect, send)
     try:
         work = runtime.idempotency.serve(tenant, exchange)  # around Exchange.serve
-        await _with_disconnect_watch(receive, work)
+        await run_until_disconnect(receive, work)
     finally:
         limiter.release()
 
@@ -119,45 +119,6 @@ _WRONG_ENDPOINT: Final = {
     "embeddings": "the model `{}` is a chat model: /v1/embeddings needs an "
     'alias declared with endpoint = "embeddings"',
 }
-
-
-class _Watch:
-    """Shared flags between a request and its disconnect watcher."""
-
-    __slots__ = ("done", "gone")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.gone = False
-
-
-async def _with_disconnect_watch(
-    receive: Receive, work: Coroutine[Any, Any, None]
-) -> None:
-    """Run ``work`` in this task; cancel it at once if the client hangs up meanwhile."""
-    task = asyncio.current_task()
-    assert task is not None  # noqa: S101 - always inside a task under an ASGI server
-    watch = _Watch()
-    watcher = asyncio.get_running_loop().create_task(_watch(receive, task, watch))
-    try:
-        await work
-    except asyncio.CancelledError:
-        if not watch.gone:
-            raise
-        task.uncancel()
-    finally:
-        watch.done = True
-        watcher.cancel()
-
-
-async def _watch(receive: Receive, task: asyncio.Task[Any], watch: _Watch) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-    if not watch.done:
-        watch.gone = True
-        task.cancel()
 
 
 class Exchange:
