@@ -138,6 +138,9 @@ api_key_env = "FAKE_KEY"
 [providers.slow.retry]
 attempts = 1
 
+[providers.slow.timeouts]
+first_token_s = 3
+
 [providers.slow.bulkhead]
 max_concurrent = 40
 max_waiting = 10
@@ -150,7 +153,7 @@ slow_s = 0.2
 open_s = 60
 
 [providers.fake2.timeouts]
-first_token_s = 5
+first_token_s = 20
 
 [models.chat]
 chain = ["slow/gpt-hang", "fake2/gpt-b"]
@@ -184,20 +187,22 @@ def test_one_hanging_provider_does_not_take_down_the_rest(
                 await asyncio.sleep(0.05)
                 probes = []
                 for _ in range(5):
-                    probes.append(await client.get(gw.url + "/healthz", timeout=1))
+                    # Answered while 40 calls still hang on the slow provider (3 s).
+                    probes.append(await client.get(gw.url + "/healthz", timeout=2.5))
                     probes.append(
                         await client.post(
                             gw.url + "/v1/chat/completions",
                             json={**BODY, "model": "other"},
                             headers={"Authorization": f"Bearer {OTHER_KEY}"},
-                            timeout=1,
+                            timeout=2.5,
                         )
                     )
                 return list(await asyncio.gather(*hanging)), probes
 
         answers, probes = asyncio.run(scenario())
-    assert all(p.status_code == 200 for p in probes)
-    assert all(a.status_code == 200 for a in answers)
+    assert [p.status_code for p in probes] == [200] * len(probes)
+    failed = [(a.status_code, a.headers.get("x-fusebox-attempts")) for a in answers]
+    assert [f for f in failed if f[0] != 200] == []
     assert {a.headers["x-fusebox-served-by"] for a in answers} == {"fake2/gpt-b"}
     assert (
         upstream.count("gpt-hang") < 200
