@@ -84,7 +84,7 @@ class UpstreamResponse:
             return await self._resp.read()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield body bytes as they arrive (each read bounded by ``read_s``)."""
+        """Yield body bytes as they arrive (the caller bounds each wait)."""
         content = self._resp.content
         while True:
             with map_transport_errors(self._deployment, started=True):
@@ -140,11 +140,15 @@ class Transport:
         self, path: str, body: bytes, *, limits: AttemptLimits, deployment: str
     ) -> UpstreamResponse:
         """POST JSON ``body`` to ``path`` and return once the headers arrive."""
+        # No socket read timeout here: the policy layer bounds the wait for the
+        # first content (first_token_s), each gap between stream events (read_s)
+        # and the whole request (the deadline). A socket-level read_s would also
+        # cut a slow but healthy non-streamed answer.
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=limits.connect_s,
             sock_connect=limits.connect_s,
-            sock_read=limits.read_s,
+            sock_read=None,
         )
         session = self._get_session()
         with map_transport_errors(deployment):

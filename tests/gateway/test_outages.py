@@ -202,7 +202,8 @@ def test_one_hanging_provider_does_not_take_down_the_rest(
         answers, probes = asyncio.run(scenario())
     assert [p.status_code for p in probes] == [200] * len(probes)
     failed = [(a.status_code, a.headers.get("x-fusebox-attempts")) for a in answers]
-    assert [f for f in failed if f[0] != 200] == []
+    bad = [f for f in failed if f[0] != 200]
+    assert not bad, bad[:3]
     assert {a.headers["x-fusebox-served-by"] for a in answers} == {"fake2/gpt-b"}
     assert (
         upstream.count("gpt-hang") < 200

@@ -256,3 +256,25 @@ def test_client_read_timeout_hint_lowers_the_deadline(
     upstream.set_mode("gpt-b", "hang")
     resp = ask(gateway, headers={"x-stainless-read-timeout": "0.7"})
     assert resp.status_code == 504
+
+
+SLOW_BUT_HEALTHY = """
+[defaults.timeouts]
+first_token_s = 3
+read_s = 0.2
+
+[models.chat]
+chain = ["fake/gpt-a", "fake2/gpt-b"]
+"""
+
+
+def test_slow_whole_answer_within_first_token_s_is_not_cut_by_read_s(
+    upstream: FakeUpstream,
+) -> None:
+    """A plain answer slower than ``read_s`` but within ``first_token_s`` is served, not failed over."""
+    upstream.set_mode("gpt-a", "delay500")
+    text = config_text(upstream.url, SLOW_BUT_HEALTHY)
+    with running_gateway(text, {"FAKE_KEY": "k"}) as gw:
+        resp = ask(gw)
+    assert resp.status_code == 200
+    assert resp.headers["x-fusebox-attempts"] == "fake/gpt-a=200"
