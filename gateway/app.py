@@ -132,7 +132,11 @@ def _http_exception(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes
         message = "internal error in the gateway"
     else:
         message = exc.detail if isinstance(exc, HTTPException) else str(exc)
-    err = ClientError(message, code="not_found" if status == 404 else None)  # noqa: PLR2004
+    err: GatewayError
+    if status >= 500:  # noqa: PLR2004
+        err = GatewayError(message)
+    else:
+        err = ClientError(message, code="not_found" if status == 404 else None)  # noqa: PLR2004
     body = render(err)
     return Response(content=body, status_code=status, media_type=MediaType.JSON)
 

@@ -10,14 +10,16 @@ dialect (``gateway.dialect``).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Final
 
 from gateway import replay
 from gateway.dialect import CHAT
 from gateway.disconnect import run_until_disconnect
 from gateway.request import RequestContext, authenticate, read_body
+from gateway.respond import send_body, send_error, send_json, start_stream
 from policies.deadline import Deadline, deadline_budget
-from policies.fallback import ChainExhaustedError, describe, run_chain
+from policies.fallback import ChainExhaustedError, run_chain
 from providers.errors import (
     AllRefusedError,
     DeadlineExceededError,
@@ -36,15 +38,12 @@ if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
 
     from gateway.cache import CacheLookup
-    from gateway.dialect import Dialect, ErrorStyle, Reader
+    from gateway.dialect import Dialect, Reader
     from gateway.runtime import Route, Runtime
     from policies.pipeline import Call, Deployment, GuardedStream
 
-_SSE_HEADERS: Final = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-]
-_JSON: Final = (b"content-type", b"application/json")
+#: How long past its deadline a request may still spend writing to its client.
+SEND_GRACE_S: Final = 1.0
 
 
 async def handle_chat(
@@ -80,11 +79,11 @@ async def _handle(
         ctx.stream = dialect.stream
         route = dialect.fit(_route(runtime, tenant, dialect.alias, reader.serves))
     except GatewayError as exc:
-        await _send_error(send, ctx, exc, final=False, style=reader)
+        await send_error(send, ctx, exc, final=False, style=reader)
         return
     limiter = runtime.limiters[tenant]
     if not limiter.try_acquire():
-        await _send_error(
+        await send_error(
             send,
             ctx,
             TenantQuotaError(f"tenant {tenant} has too many requests in flight"),
@@ -186,6 +185,20 @@ class Exchange:
         return call
 
     async def serve(self) -> None:
+        """Serve the request, within its deadline even if the client stops reading."""
+        try:
+            async with asyncio.timeout(self.deadline.left() + SEND_GRACE_S):
+                await self._serve()
+        except TimeoutError:
+            # Only a client that stopped reading gets here: everything upstream
+            # is bounded by the deadline already. Unwinding freed its resources.
+            if self.ctx.status is None:
+                exc = DeadlineExceededError("the request's deadline ran out")
+                await send_error(
+                    self.send, self.ctx, exc, final=True, style=self.dialect
+                )
+
+    async def _serve(self) -> None:
         """Run the chain and write the answer, the tail rung, or the final error."""
         if self.cache is not None and await self._from_cache(stale=False):
             return
@@ -199,14 +212,18 @@ class Exchange:
         except ChainExhaustedError as exc:
             await self._exhausted(exc)
             return
-        except (UpstreamError, DeadlineExceededError) as exc:
-            await _send_error(self.send, self.ctx, exc, final=True, style=self.dialect)
+        except DeadlineExceededError as exc:
+            # The local rungs (@cache, @static) answer at once: still worth trying.
+            await self._exhausted(ChainExhaustedError(exc, [exc]))
+            return
+        except UpstreamError as exc:
+            await send_error(self.send, self.ctx, exc, final=True, style=self.dialect)
             return
         self.ctx.served_by = dep.name
         self.ctx.degraded = "fallback" if dep is not self.route.deployments[0] else None
         if isinstance(answer, ChatResponse):
             self.ctx.usage = answer.usage
-            await _send_json(self.send, self.ctx, 200, answer.body, [])
+            await send_json(self.send, self.ctx, 200, answer.body, [])
             self._keep(answer.body)
         else:
             await self._forward(answer)
@@ -233,16 +250,16 @@ class Exchange:
     async def serve_stored(self, body: bytes) -> None:
         """Send a stored ``chat.completion``: as is, or re-chunked for a stream."""
         if not self.stream:
-            await _send_json(self.send, self.ctx, 200, body, [])
+            await send_json(self.send, self.ctx, 200, body, [])
             return
-        await _start_stream(self.send, self.ctx)
+        await start_stream(self.send, self.ctx)
         for frame in replay.sse_frames(body, include_usage=self.include_usage):
-            await _body(self.send, frame)
-        await _body(self.send, self.dialect.done, more=False)
+            await send_body(self.send, frame)
+        await send_body(self.send, self.dialect.done, more=False)
 
     async def fail(self, exc: GatewayError) -> None:
         """Send ``exc`` as this request's answer (before anything else was sent)."""
-        await _send_error(self.send, self.ctx, exc, final=False, style=self.dialect)
+        await send_error(self.send, self.ctx, exc, final=False, style=self.dialect)
 
     async def _exhausted(self, exc: ChainExhaustedError) -> None:
         if self.route.has_cache and await self._from_cache(stale=True):
@@ -251,7 +268,7 @@ class Exchange:
         if static is None:
             if isinstance(exc.final, AllRefusedError) and "@cache" in self.ctx.trail:
                 exc.final.message += "; @cache=miss"  # the 503 names every rung
-            await _send_error(
+            await send_error(
                 self.send, self.ctx, exc.final, final=True, style=self.dialect
             )
             return
@@ -259,13 +276,13 @@ class Exchange:
         self.ctx.degraded = "static"
         self.ctx.trail.setdefault("@static", []).append("200")
         if self.stream:
-            await _start_stream(self.send, self.ctx)
+            await start_stream(self.send, self.ctx)
             for frame in self.dialect.static_stream(self.route.alias, static):
-                await _body(self.send, frame)
-            await _body(self.send, self.dialect.done, more=False)
+                await send_body(self.send, frame)
+            await send_body(self.send, self.dialect.done, more=False)
         else:
             body = self.dialect.static_answer(self.route.alias, static)
-            await _send_json(self.send, self.ctx, 200, body, [])
+            await send_json(self.send, self.ctx, 200, body, [])
 
     async def _pump(self, stream: GuardedStream) -> tuple[str, GuardedStream] | None:
         """Forward a stream; after the first byte, failures continue or go in-band.
@@ -273,7 +290,11 @@ class Exchange:
         Return the whole text and the stream that ended it, or None if it failed.
         """
         send = self.send
-        await _start_stream(send, self.ctx)
+        try:
+            await start_stream(send, self.ctx)
+        except BaseException:
+            await stream.aclose()  # the stream owns a slot and a permit
+            raise
         delivered = ""
         current: GuardedStream | None = stream
         while current is not None:
@@ -281,20 +302,20 @@ class Exchange:
             try:
                 async for frame in failed:
                     if out := self.dialect.relay(frame):
-                        await _body(send, out)
+                        await send_body(send, out)
             except GatewayError as exc:
                 delivered += failed.text
                 cause = exc
                 # For the log and metrics (the attempts header has gone out).
                 self.ctx.trail.setdefault(failed.deployment, []).append("cut")
             else:
-                await _body(send, self.dialect.done, more=False)
+                await send_body(send, self.dialect.done, more=False)
                 return delivered + failed.text, failed
             finally:
                 await failed.aclose()
             current = await self._continuation(failed, delivered)
             if current is None:
-                await _body(send, self.dialect.stream_error(cause), more=False)
+                await send_body(send, self.dialect.stream_error(cause), more=False)
         return None
 
     async def _continuation(
@@ -321,65 +342,11 @@ class Exchange:
         except GatewayError:
             return None
         assert not isinstance(answer, ChatResponse)  # noqa: S101 - streams beget streams
-        await _body(self.send, f": fusebox continued on {dep.name}\n\n".encode())
+        try:
+            await send_body(
+                self.send, f": fusebox continued on {dep.name}\n\n".encode()
+            )
+        except BaseException:
+            await answer.aclose()
+            raise
         return answer.without_role_head()
-
-
-def _answer_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
-    headers = [
-        (b"x-request-id", ctx.request_id.encode()),
-        # The anthropic SDK reads its ``request_id`` from this one.
-        (b"request-id", ctx.request_id.encode()),
-        (b"x-fusebox-attempts", describe(ctx.trail).encode()),
-    ]
-    if ctx.served_by:
-        headers.append((b"x-fusebox-served-by", ctx.served_by.encode()))
-    if ctx.degraded:
-        headers.append((b"x-fusebox-degraded", ctx.degraded.encode()))
-    if ctx.cache_age_s is not None:
-        headers.append((b"x-fusebox-cache-age", b"%d" % ctx.cache_age_s))
-    if ctx.idempotent_replay:
-        headers.append((b"x-fusebox-idempotent-replay", b"true"))
-    return headers
-
-
-async def _start_stream(send: Send, ctx: RequestContext) -> None:
-    ctx.status = 200
-    ctx.first_byte_at = ctx.clock.monotonic()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [*_SSE_HEADERS, *_answer_headers(ctx)],
-        }
-    )
-
-
-async def _body(send: Send, data: bytes, *, more: bool = True) -> None:
-    await send({"type": "http.response.body", "body": data, "more_body": more})
-
-
-async def _send_json(
-    send: Send,
-    ctx: RequestContext,
-    status: int,
-    body: bytes,
-    extra: list[tuple[bytes, bytes]],
-) -> None:
-    headers = [_JSON, *_answer_headers(ctx), *extra]
-    ctx.status = status
-    ctx.first_byte_at = ctx.clock.monotonic()
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _send_error(
-    send: Send,
-    ctx: RequestContext,
-    exc: GatewayError,
-    *,
-    final: bool,
-    style: ErrorStyle,
-) -> None:
-    status, body, extra = style.error(exc, final=final)
-    await _send_json(send, ctx, status, body, extra)

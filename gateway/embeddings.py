@@ -74,7 +74,7 @@ def decode_embeddings(body: bytes) -> tuple[dict[str, Any], str]:
         payload = _decode_json(body)
     except msgspec.ValidationError as exc:
         raise InvalidRequestError("the request body must be a JSON object") from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from exc
     model = payload.get("model")
     if not isinstance(model, str) or not model:

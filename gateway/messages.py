@@ -67,7 +67,7 @@ def _decode(body: bytes, shape: type[_T]) -> tuple[dict[str, Any], _T]:
         payload = _decode_json(body)
     except msgspec.ValidationError as exc:
         raise InvalidRequestError("the request body must be a JSON object") from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from exc
     try:
         return payload, msgspec.convert(payload, shape)

@@ -64,6 +64,7 @@ class RedisLink:
         self._clock = clock
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._closed = False
         self._breaker = Breaker("store", LINK_BREAKER, clock, self._on_transition)
         self.healthy = False
         self.reason: str | None = "not connected yet"
@@ -100,6 +101,8 @@ class RedisLink:
         Raises:
             StoreDownError: The breaker is open, or the call failed or timed out.
         """
+        if self._closed:
+            raise StoreDownError("the store is closed")
         try:
             permit = self._breaker.acquire()
         except CircuitOpenError as exc:
@@ -122,8 +125,10 @@ class RedisLink:
         return result
 
     def _mark_down(self, reason: str) -> None:
-        if self.healthy or self.reason != reason:
+        if self.healthy:
             log.warning("store: %s; carrying on with local state", reason)
+        else:
+            log.debug("store: %s", reason)
         self.healthy = False
         self.reason = reason
 
@@ -142,7 +147,8 @@ class RedisLink:
         )
 
     async def aclose(self) -> None:
-        """Close the client and its connections."""
+        """Close the client and its connections; later calls fail at once."""
+        self._closed = True
         client, self._client = self._client, None
         self._scripts.clear()
         if client is not None:

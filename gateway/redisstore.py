@@ -275,14 +275,13 @@ class RedisStore:
         """Apply a breaker transition or pause another replica saw."""
         if event.kind == "pause":
             if self.pauses is not None and event.until_wall is not None:
-                reason = f"{event.reason} (via {event.origin})"
-                self.pauses.adopt(event.deployment, event.until_wall, reason)
+                self.pauses.adopt(event.deployment, event.until_wall, _via(event))
             return
         breaker = self.breakers.get(event.deployment)
         if breaker is None or event.at_wall < known_since(breaker):
             # Unknown here, or older than what this breaker already knows.
             return
-        reason = f"{event.reason} (via {event.origin})"
+        reason = _via(event)
         if event.state == BreakerState.OPEN.value and event.until_wall is not None:
             if event.until_wall > self.clock.wall():
                 breaker.force(
@@ -312,8 +311,19 @@ class RedisStore:
         """Start the sync and listen tasks (in the serving event loop)."""
         self._sync.start()
 
+    async def detach(self) -> None:
+        """Stop the tasks and give back this replica's tenant slots; stay connected."""
+        await self._sync.aclose()
+
     async def aclose(self) -> None:
         """Stop the tasks, give back this replica's tenant slots, disconnect."""
         self._closed = True
         await self._sync.aclose()
         await self.link.aclose()
+
+
+def _via(event: FleetEvent) -> str:
+    """Return the event's reason, naming the replica that saw it (once)."""
+    if "(via " in event.reason:
+        return event.reason
+    return f"{event.reason} (via {event.origin})"

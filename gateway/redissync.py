@@ -130,15 +130,16 @@ class FleetSync:
 
     async def _run_sync(self) -> None:
         while self._running():
+            if self._wake is not None:
+                # Cleared before the tick: an event queued during it wakes the next.
+                self._wake.clear()
             try:
                 await self.tick()
             except StoreDownError:
                 self._forget_others()
             except Exception:
                 log.exception("store: the sync task failed; it carries on")
-            if self._wake is not None:
-                await self._idle(SYNC_S, self._wake)
-                self._wake.clear()
+            await self._idle(SYNC_S, self._wake)
 
     async def tick(self) -> None:
         """Publish what is queued, then exchange counts with the fleet."""
@@ -330,10 +331,16 @@ class FleetSync:
         self.wake()
 
     def _reconcile(self, breaker: Breaker, raw: bytes | None) -> None:
+        """Adopt the fleet's newer record, else re-publish what this replica knows."""
         record = _decoded(raw)
         if record is not None and record.at_wall >= known_since(breaker):
             self.store.adopt(record)
-        elif breaker.state is BreakerState.OPEN:
+            return
+        state = breaker.state
+        # Open here, or closed here since the fleet's record said open (the
+        # CLOSED event was lost while Redis was away): the fleet should know.
+        stale_open = record is not None and record.state == BreakerState.OPEN.value
+        if state is BreakerState.OPEN or (state is BreakerState.CLOSED and stale_open):
             self.store.outbox.append(self.store.current_event(breaker))
 
     def _republish_pauses(self) -> None:

@@ -126,7 +126,7 @@ class Reloader:
                 return result
             carried = carry_state(old, new)
             # The new store shares the carried state from now on, not the old one.
-            await old.store.aclose()
+            await old.store.detach()
             await new.start()
             app.state.runtime = new
             self._retire(old)

@@ -55,7 +55,7 @@ def decode_chat(body: bytes) -> tuple[dict[str, Any], ChatBody]:
         payload = _decode_json(body)
     except msgspec.ValidationError as exc:
         raise InvalidRequestError("the request body must be a JSON object") from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(
             f"the request body is not valid JSON: {exc}", code="invalid_json"
         ) from exc

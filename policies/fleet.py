@@ -61,8 +61,7 @@ class FleetRetryBudget(RetryBudget):
         if self.available < 1.0 - _EPSILON:
             return False
         granted = super().try_withdraw()
-        if granted:
-            self._unsent[1] += 1
+        self._unsent[1] += granted
         return granted
 
     @property
@@ -116,9 +115,8 @@ class FleetPauseBoard(PauseBoard):
         before = self.paused_for(deployment)
         super().pause(deployment, seconds, reason)
         if seconds > before + _PAUSE_SLACK_S:
-            until = self.until_wall(deployment)
-            if until is not None:
-                self.listener(deployment, until, reason)
+            # This pause is the one that holds now: it ends ``seconds`` from now.
+            self.listener(deployment, self._wall_clock.wall() + seconds, reason)
 
     def adopt(self, deployment: str, until_wall: float, reason: str) -> None:
         """Apply a pause another replica set; an existing longer pause is kept."""

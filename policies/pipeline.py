@@ -133,10 +133,10 @@ async def run_deployment(
             if wait_s is None:
                 raise
             if not dep.budget.try_withdraw():
+                # No retry, fail over now; the upstream's failure stays the cause
+                # (this rung was called, so it was not "refused locally").
                 tokens.append(RetryBudgetError.token)
-                raise RetryBudgetError(
-                    f"retry budget of {dep.provider.name} is empty", retry_after_s=1.0
-                ) from exc
+                raise
             await dep.clock.sleep(wait_s)
     raise AssertionError("unreachable: the last attempt re-raises")  # pragma: no cover
 
@@ -149,12 +149,12 @@ def _retry_wait(
     backoff = full_jitter(n, retry.base_s, retry.max_s, dep.clock.random())
     if isinstance(exc, UpstreamRateLimitError):
         after = exc.retry_after_s
-        pause_s = after if after is not None else retry.base_s * 2**n
+        pause_s = after if after is not None else min(retry.max_s, retry.base_s * 2**n)
         dep.pauses.pause(dep.name, pause_s, f"429 from {dep.name}")
-        if after is not None:
-            if after > retry.max_retry_after_s:
-                return None
-            backoff = after + _PAUSE_EPSILON_S
+        if after is not None and after > retry.max_retry_after_s:
+            return None
+        # Wait out the pause this 429 set, so the retry is not refused by it.
+        backoff = pause_s + _PAUSE_EPSILON_S
     if not exc.retryable or n + 1 >= retry.attempts:
         return None
     if backoff >= deadline.left():
@@ -246,9 +246,15 @@ async def _timed_call(
         tokens.append(exc.attempt_token)
         _settle_error(dep, permit, exc, dep.clock.monotonic() - started)
         raise
-    except BaseException as exc:
-        if isinstance(exc, DeadlineExceededError):
-            tokens.append(exc.token)
+    except DeadlineExceededError as exc:
+        # The client's deadline, not the deployment, ended the wait: the call
+        # counts, and as slow when it took ``slow_s`` or longer, never as failed.
+        tokens.append(exc.token)
+        dep.bulkhead.release()
+        elapsed = dep.clock.monotonic() - started
+        dep.breaker.record(permit, failed=False, duration_s=elapsed)
+        raise
+    except BaseException:
         dep.bulkhead.release()
         dep.breaker.release(permit)
         raise
@@ -301,6 +307,7 @@ class GuardedStream:
         self._permit = permit
         self._ttft_s = dep.clock.monotonic() - started
         self._deadline = deadline
+        self._attempt_end = started + dep.timeouts.attempt_s
         self._settled = False
         self._skip_role_head = False
         self.deployment = dep.name
@@ -338,21 +345,14 @@ class GuardedStream:
         try:
             while True:
                 left = self._deadline.left()
+                attempt_left = self._attempt_end - self._dep.clock.monotonic()
                 try:
-                    async with asyncio.timeout(min(read_s, left)):
+                    async with asyncio.timeout(min(read_s, left, attempt_left)):
                         frame = await anext(frames)
                 except StopAsyncIteration:
                     break
                 except TimeoutError as exc:
-                    what = (
-                        "deadline ran out"
-                        if left < read_s
-                        else f"went silent {read_s:g}s"
-                    )
-                    raise UpstreamStreamCutError(
-                        f"upstream {self.deployment} {what} mid-stream",
-                        deployment=self.deployment,
-                    ) from exc
+                    raise self._cut(left, attempt_left, read_s) from exc
                 if self._skip_role_head:
                     self._skip_role_head = False
                     if is_role_only_frame(frame):
@@ -362,6 +362,19 @@ class GuardedStream:
             self._settle(failed=True)
             raise
         self._settle(failed=False)
+
+    def _cut(self, left: float, attempt_left: float, read_s: float) -> GatewayError:
+        """Explain a timeout mid-stream; the client's deadline is no verdict."""
+        if left <= min(read_s, attempt_left):
+            self._settle(failed=None)
+            what = "was cut: the request's deadline ran out"
+        elif attempt_left <= read_s:
+            what = f"ran past attempt_s ({self._dep.timeouts.attempt_s:g}s)"
+        else:
+            what = f"went silent for read_s ({read_s:g}s)"
+        return UpstreamStreamCutError(
+            f"upstream {self.deployment} {what} mid-stream", deployment=self.deployment
+        )
 
     def _settle(self, *, failed: bool | None) -> None:
         if self._settled:

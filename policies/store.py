@@ -116,8 +116,16 @@ class Store(Protocol):
         """Start whatever runs beside the hot path (inside the event loop)."""
         ...
 
+    async def detach(self) -> None:
+        """Stop sharing the attached objects: a newer store took them over.
+
+        A config reload calls it on the old runtime's store; its connections
+        stay open for the requests still finishing there, until ``aclose``.
+        """
+        ...
+
     async def aclose(self) -> None:
-        """Stop it and let go of connections."""
+        """Stop sharing (if still) and let go of connections."""
         ...
 
 
@@ -175,6 +183,9 @@ class LocalStore:
         """Do nothing: there is no one else to tell."""
 
     async def start(self) -> None:
+        """Do nothing."""
+
+    async def detach(self) -> None:
         """Do nothing."""
 
     async def aclose(self) -> None:

@@ -51,6 +51,12 @@ def map_transport_errors(deployment: str, *, started: bool = False) -> Iterator[
         yield
     except UpstreamError:
         raise
+    except aiohttp.ConnectionTimeoutError as exc:
+        # A connect timeout is a connect failure (retried), not a silent upstream.
+        raise UpstreamConnectError(
+            f"upstream {deployment} did not accept a connection in time",
+            deployment=deployment,
+        ) from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         what = "read" if started else "connect or response"
         raise UpstreamTimeoutError(

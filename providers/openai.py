@@ -228,7 +228,12 @@ class OpenAIProvider:
         """Open a stream and return once its first content has arrived."""
         deployment = f"{self.name}/{request.model}"
         resp = await self._post(request, deployment)
-        stream = OpenAIStream(resp, deployment, include_usage=request.include_usage)
+        stream = OpenAIStream(
+            resp,
+            deployment,
+            include_usage=request.include_usage,
+            secret=self._transport.secret,
+        )
         try:
             await stream.fill_head()
         except BaseException:
@@ -254,10 +259,16 @@ class OpenAIStream:
     """An upstream SSE stream, forwarded frame by frame as it came."""
 
     def __init__(
-        self, resp: UpstreamResponse, deployment: str, *, include_usage: bool
+        self,
+        resp: UpstreamResponse,
+        deployment: str,
+        *,
+        include_usage: bool,
+        secret: str | None = None,
     ) -> None:
         """Wrap an upstream response whose headers have arrived."""
         self._resp = resp
+        self._secret = secret
         self._deployment = deployment
         self._include_usage = include_usage
         self._chunks = resp.chunks()
@@ -351,7 +362,7 @@ class OpenAIStream:
 
     def _fail_event(self, error: _ErrorBody | str) -> NoReturn:
         message = error if isinstance(error, str) else (error.message or "error event")
-        self._fail(f"sent an error event: {redact(message, None)}")
+        self._fail(f"sent an error event: {redact(message, self._secret)}")
 
     def _fail(self, what: str, *, protocol: bool = False) -> NoReturn:
         message = f"upstream {self._deployment} {what}"

@@ -296,6 +296,9 @@ wait_s = 0
 [providers.fake.retry]
 attempts = 1
 
+[providers.fake.timeouts]
+read_s = 30  # a stalled stream holds its slot until the client hangs up
+
 [providers.fake.breaker]
 min_calls = 100
 

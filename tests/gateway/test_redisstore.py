@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from policies.fleet import FleetPauseBoard, FleetRetryBudget, FleetTenantLimiter
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 BREAKER = BreakerConfig(min_calls=2, failure_rate=0.5, open_s=0.2, half_open_probes=2)
 DEP = "p/m"
@@ -256,3 +256,36 @@ async def test_without_redis_every_decision_stays_local() -> None:
         assert "redis" in snapshot["reason"]
     finally:
         await r.store.aclose()
+
+
+async def test_a_probe_that_ends_without_a_verdict_gives_its_slot_back(
+    config: StoreConfig,
+) -> None:
+    """A's probe released without a verdict (a hang-up, a 429) frees its fleet slot."""
+    async with fleet(config, 3) as (a, b, c):
+        trip(a.breaker)
+        await eventually(lambda: b.breaker.state is BreakerState.OPEN, 1.0)
+        await asyncio.sleep(BREAKER.open_s + 0.05)
+        permits = [a.breaker.acquire(), a.breaker.acquire()]
+        assert [await a.store.claim_probe(DEP, 30.0) for _ in permits] == [True, True]
+        assert not await b.store.claim_probe(DEP, 30.0)
+        a.breaker.release(permits[0])
+        await asyncio.sleep(0.4)  # the sync task gives the slot back within 0.25 s
+        assert await c.store.claim_probe(DEP, 30.0)
+        assert not await c.store.claim_probe(DEP, 30.0)
+
+
+async def test_a_resync_republishes_a_close_the_fleet_never_heard(
+    config: StoreConfig,
+) -> None:
+    """A breaker that closed while Redis was away tells the fleet on the next re-sync."""
+    async with fleet(config, 1) as (a,):
+        key = Keys(config.prefix).breaker(DEP)
+        client = redis.Redis.from_url(config.url or "", socket_timeout=1)
+        trip(a.breaker)
+        await eventually(lambda: client.get(key) is not None, 1.0)
+        # Closed without telling anyone, as if the CLOSED event had been lost.
+        a.breaker.force(BreakerState.CLOSED, until_wall=None, reason="probe succeeded")
+        await a.store._sync.resync()
+        await eventually(lambda: b'"state":"closed"' in (client.get(key) or b""), 1.0)
+        client.close()

@@ -278,3 +278,93 @@ def test_slow_whole_answer_within_first_token_s_is_not_cut_by_read_s(
         resp = ask(gw)
     assert resp.status_code == 200
     assert resp.headers["x-fusebox-attempts"] == "fake/gpt-a=200"
+
+
+def test_429_without_retry_after_is_retried_after_its_pause(
+    gateway: GatewayThread, upstream: FakeUpstream
+) -> None:
+    """A bare 429 pauses the deployment briefly; the retry waits it out and succeeds."""
+    upstream.script("gpt-a", "429", "ok")
+    resp = ask(gateway)
+    assert resp.status_code == 200
+    assert resp.headers["x-fusebox-attempts"] == "fake/gpt-a=429,200"
+
+
+def test_non_utf8_body_is_a_400(gateway: GatewayThread) -> None:
+    """A body that is not UTF-8 gets a 400 in the OpenAI format, not a 500."""
+    resp = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        content=b'{"model": "chat", "messages": "\xff\xfe"}',
+        headers={"Authorization": f"Bearer {DEMO_KEY}"},
+    )
+    assert resp.status_code == 400
+    assert resp.json()["error"]["type"] == "invalid_request_error"
+
+
+DEADLINES = """
+[models.solo]
+chain = ["fake/gpt-solo"]
+
+[models.static]
+chain = ["fake/gpt-a", "@static"]
+static = "Busy, try later."
+
+[defaults.timeouts]
+first_token_s = 5
+read_s = 5
+"""
+
+
+@pytest.fixture
+def patient(upstream: FakeUpstream) -> Iterator[GatewayThread]:
+    """Serve a gateway with long timeouts, so only the client's deadline cuts."""
+    with running_gateway(config_text(upstream.url, DEADLINES), {"FAKE_KEY": "k"}) as gw:
+        yield gw
+
+
+def test_deadline_mid_stream_is_no_verdict_on_a_healthy_deployment(
+    patient: GatewayThread, upstream: FakeUpstream
+) -> None:
+    """A stream cut by the client's short deadline ends in-band and never counts against the breaker."""
+    upstream.set_mode("gpt-solo", "gap300~words20")
+    resp = ask(patient, "solo", stream=True, headers={"x-fusebox-deadline-s": "1"})
+    events = sse_events(resp)
+    assert "[DONE]" not in events
+    assert "error" in json.loads(events[-1])
+    breaker = patient.runtime.deployments["fake/gpt-solo"].breaker
+    assert breaker.calls == 0
+    assert breaker.state.value == "closed"
+
+
+def test_static_rung_answers_when_the_deadline_runs_out(
+    patient: GatewayThread, upstream: FakeUpstream
+) -> None:
+    """When the deadline ends the live rungs, the instant @static rung still answers."""
+    upstream.set_mode("gpt-a", "hang")
+    resp = ask(patient, "static", headers={"x-fusebox-deadline-s": "0.5"})
+    assert resp.status_code == 200
+    assert resp.headers["x-fusebox-served-by"] == "@static"
+    assert resp.json()["choices"][0]["message"]["content"] == "Busy, try later."
+
+
+NO_BUDGET = """
+[defaults.retry]
+budget_ratio = 0
+budget_min_per_s = 0
+
+[models.solo]
+chain = ["fake/gpt-solo"]
+"""
+
+
+def test_empty_budget_keeps_the_upstream_error(upstream: FakeUpstream) -> None:
+    """With no retry budget the client gets the upstream's failure (502), not a local 503."""
+    upstream.set_mode("gpt-solo", "503")
+    text = config_text(upstream.url, NO_BUDGET).replace(
+        "[defaults.retry]\nbase_s = 0.01\nmax_s = 0.05\n", ""
+    )
+    with running_gateway(text, {"FAKE_KEY": "k"}) as gw:
+        resp = ask(gw, "solo")
+    assert resp.status_code == 502
+    assert resp.headers["x-should-retry"] == "false"
+    assert resp.headers["x-fusebox-attempts"] == "fake/gpt-solo=503,budget"

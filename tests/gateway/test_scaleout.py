@@ -10,15 +10,21 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
+from gateway.server import CONFIG_ENV
 from policies.breaker import BreakerState
 from tests.fleet import breaker, burst, fleet_config, post, replicas
 from tests.harness import OTHER_KEY
 from tests.redisserver import wait_until
 
+pytestmark = pytest.mark.redis
+
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from gateway.fakeupstream import FakeUpstream
     from tests.harness import GatewayThread
@@ -192,3 +198,42 @@ def test_a_tenants_concurrency_limit_holds_across_replicas(
             thread.join(5)
         wait_until(lambda: limiter.others == 0, 1.0, "A's calls ending")
         assert post(b, OTHER_KEY).status_code == 200
+
+
+def test_a_reloaded_replica_keeps_sharing_the_state_it_carried_over(
+    upstream: FakeUpstream,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a hot reload, A's carried breaker and pause board still reach B."""
+    text = fleet_config(upstream, redis_url, redis_prefix, BREAKER)
+    path = tmp_path / "fusebox.toml"
+    path.write_text(text)
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    with replicas(text, 2) as (a, b):
+        old = a.runtime
+        assert httpx.post(a.url + "/fusebox/reload", timeout=10).status_code == 200
+        assert a.app.state.runtime is not old
+        a.runtime = a.app.state.runtime
+        wait_until(lambda: a.runtime.store.healthy, 3.0, "the new store syncing")
+        assert not old.store.healthy  # the old store stopped sharing
+        upstream.set_mode("gpt-a", "429ra1")
+        post(a)
+        wait_until(
+            lambda: b.runtime.pauses.until_wall("fake/gpt-a") is not None,
+            1.0,
+            "B learning the pause",
+        )
+        upstream.set_mode("gpt-a", "503")
+        wait_until(
+            lambda: a.runtime.pauses.until_wall("fake/gpt-a") is None,
+            6.0,
+            "the pause ending",
+        )
+        for _ in range(3):
+            post(a)
+        wait_until(
+            lambda: breaker(b).state is BreakerState.OPEN, 1.0, "B's breaker opening"
+        )

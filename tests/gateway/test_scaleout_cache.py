@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
 import redis
 
 from tests.fleet import fleet_config, post, replicas
 from tests.redisserver import wait_until
+
+pytestmark = pytest.mark.redis
+
 
 if TYPE_CHECKING:
     from gateway.fakeupstream import FakeUpstream

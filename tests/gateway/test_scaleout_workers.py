@@ -16,6 +16,9 @@ from tests.fleet import fleet_config
 from tests.harness import DEMO_KEY
 from tests.redisserver import free_port, wait_until
 
+pytestmark = pytest.mark.redis
+
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.anyio
 BREAKER = BreakerConfig(min_calls=2, failure_rate=0.5, open_s=0.2, half_open_probes=1)
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Run the test once per backend."""
     kind: str = request.param

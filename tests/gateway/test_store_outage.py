@@ -9,10 +9,14 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from policies.breaker import BreakerState
 from tests.fleet import breaker, fleet_config, is_synced, post, replicas
 from tests.redisserver import OwnRedis, wait_until
+
+pytestmark = pytest.mark.redis
+
 
 OUTAGE = """
 [providers.fake.retry]
