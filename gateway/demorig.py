@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import uvicorn
 
 if TYPE_CHECKING:
-    from litestar import Litestar
-
+    from gateway.app import Gateway
     from policies.breaker import Transition
 
 DEMO_KEY: Final = "sk-fusebox-demo"
@@ -80,7 +79,7 @@ key_sha256 = ["{digest}"]
 class GatewayThread:
     """The demo's gateway, served by uvicorn from a background thread."""
 
-    def __init__(self, app: Litestar) -> None:
+    def __init__(self, app: Gateway) -> None:
         """Bind a free loopback port now; serve once ``start`` is called."""
         self.app = app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -70,7 +70,12 @@ async def send_json(
     extra: list[tuple[bytes, bytes]],
 ) -> None:
     """Send a whole JSON answer with its status."""
-    headers = [_JSON, *answer_headers(ctx), *extra]
+    headers = [
+        _JSON,
+        (b"content-length", b"%d" % len(body)),
+        *answer_headers(ctx),
+        *extra,
+    ]
     ctx.status = status
     ctx.first_byte_at = ctx.clock.monotonic()
     await send({"type": "http.response.start", "status": status, "headers": headers})

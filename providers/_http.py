@@ -30,6 +30,8 @@ _SECRETISH: Final = re.compile(
     r"\b(sk|key|api|token)[-_][A-Za-z0-9_\-\*\.]{6,}", re.IGNORECASE
 )
 READ_CHUNK: Final = 65536
+#: Distinct connect timeouts kept built (the configured one, plus a few capped ones).
+_TIMEOUT_CACHE: Final = 16
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -125,6 +127,7 @@ class Transport:
         self._pool_size = pool_size
         self.secret = secret
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -134,10 +137,14 @@ class Transport:
                 ttl_dns_cache=300,
                 keepalive_timeout=30,
             )
+            # Lean per-request work: JSON content type set once, no cookie jar, no
+            # compression (bytes are forwarded as they come), no User-Agent.
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                headers=self._headers,
-                skip_auto_headers=("User-Agent",),
+                headers={**self._headers, "Content-Type": "application/json"},
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
                 raise_for_status=False,
             )
         return self._session
@@ -150,20 +157,19 @@ class Transport:
         # first content (first_token_s), each gap between stream events (read_s)
         # and the whole request (the deadline). A socket-level read_s would also
         # cut a slow but healthy non-streamed answer.
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=limits.connect_s,
-            sock_connect=limits.connect_s,
-            sock_read=None,
-        )
+        timeout = self._timeouts.get(limits.connect_s)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                connect=limits.connect_s,
+                sock_connect=limits.connect_s,
+                sock_read=None,
+            )
+            if len(self._timeouts) < _TIMEOUT_CACHE:
+                self._timeouts[limits.connect_s] = timeout
         session = self._get_session()
         with map_transport_errors(deployment):
-            resp = await session.post(
-                self._base_url + path,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=timeout,
-            )
+            resp = await session.post(self._base_url + path, data=body, timeout=timeout)
         return UpstreamResponse(resp, deployment)
 
     async def aclose(self) -> None:

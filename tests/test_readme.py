@@ -61,9 +61,10 @@ def test_local_refusals_fail_over_without_counting() -> None:
     ):
         assert cls.failover
         assert not cls.counts_as_failure
-        assert f"`{cls.token}`" in _row(
-            "breaker open, deployment paused, bulkhead full, budget empty"
-        )[4]
+        assert (
+            f"`{cls.token}`"
+            in _row("breaker open, deployment paused, bulkhead full, budget empty")[4]
+        )
 
 
 @pytest.mark.parametrize("name", ["demo.toml", "fusebox.toml"])

@@ -124,8 +124,12 @@ def test_flapping_primary_opens_the_breaker_probes_once_and_recovers(
     assert probe.headers["x-fusebox-served-by"] == "fake/gpt-a"
     after = post(flapping)
     assert after.headers["x-fusebox-attempts"] == "fake/gpt-a=200"
-    transitions = [r.getMessage() for r in caplog.records if "fake/gpt-a" in r.getMessage()]
-    assert any("failure rate" in t for t in transitions)  # every transition has its reason
+    transitions = [
+        r.getMessage() for r in caplog.records if "fake/gpt-a" in r.getMessage()
+    ]
+    assert any(
+        "failure rate" in t for t in transitions
+    )  # every transition has its reason
     assert len(transitions) >= 5  # open, half-open, re-open, half-open, closed
 
 
