@@ -171,7 +171,23 @@ def _warnings(config: GatewayConfig, environ: Mapping[str, str]) -> list[str]:
         for name, tenant in config.tenants.items()
         if tenant.keys_env and not env_keys(environ.get(tenant.keys_env, ""))
     ]
+    found += admin_warnings(config, environ)
+    if not config.tenants:
+        found.append("no [tenants.*]: every request will be refused with 401")
     return found
+
+
+def admin_warnings(config: GatewayConfig, environ: Mapping[str, str]) -> list[str]:
+    """Warn when the admin key's variable is named but unset (loopback-only then)."""
+    env = config.admin.key_env
+    if env and not environ.get(env):
+        return [
+            (
+                f"${env} is unset (admin.key_env): the admin API (/fusebox/*) "
+                "answers loopback clients only, with no key"
+            )
+        ]
+    return []
 
 
 def _count(n: int, noun: str) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from gateway.commands import admin_warnings
 from gateway.config import GatewayConfig, load_config
 from gateway.logsetup import configure_from_env, configure_logging, export_settings
 from providers.errors import ConfigError
@@ -35,6 +36,8 @@ def _load(path: str) -> GatewayConfig | None:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return None
+    for warning in admin_warnings(config, os.environ):
+        print(f"fusebox: warning: {warning}", file=sys.stderr)
     missing = config.missing_key_envs(os.environ)
     if missing:
         names = ", ".join(missing)
@@ -70,7 +73,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     print(
-        f"fusebox: serving {args.config} on http://{server.host}:{server.port}",
+        f"fusebox: starting {args.config} on http://{server.host}:{server.port}",
         flush=True,
     )
     if args.server == "granian":

@@ -73,7 +73,9 @@ def test_check_passes_the_design_example_with_a_summary():
 
 def test_check_warns_about_unset_key_variables_only():
     """Unset api_key_env variables are warnings; a set one is not mentioned."""
-    result = fusebox("check", str(EXAMPLE), OPENAI_API_KEY="sk-test")
+    result = fusebox(
+        "check", str(EXAMPLE), OPENAI_API_KEY="sk-test", FUSEBOX_ADMIN_KEY="adm"
+    )
     assert result.returncode == 0
     warnings = [
         line for line in result.stdout.splitlines() if line.startswith("warning:")
@@ -200,7 +202,7 @@ def test_check_summary_in_process(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "openai     https://api.openai.com/v1, key $OPENAI_API_KEY" in out
     assert "breaker open 20 s" in out
-    assert out.count("warning: ") == 3
+    assert out.count("warning: ") == 4  # three provider keys and the admin key
 
 
 def test_check_of_a_missing_file_in_process(tmp_path, capsys):
@@ -230,3 +232,12 @@ def test_check_shortens_long_key_lists(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "big: 5 keys (aaaaaaaa..., bbbbbbbb..., cccccccc..., ...)" in out
     assert "a" * 64 not in out
+
+
+def test_check_warns_about_a_config_without_tenants(tmp_path):
+    """A config with no tenant passes the check but warns that every request is refused."""
+    path = tmp_path / "empty.toml"
+    path.write_text("", encoding="utf-8")
+    result = fusebox("check", str(path))
+    assert result.returncode == 0
+    assert "warning: no [tenants.*]" in result.stdout
