@@ -14,9 +14,7 @@ more without them, and is sent none from then on. Anthropic clients of
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Final
 
 import msgspec
@@ -44,9 +42,11 @@ from providers.errors import (
     UpstreamStreamCutError,
     UpstreamUnavailableError,
 )
-from providers.sse import SSEEvent, SSEParser
+from providers.sse import EventReader, SSEEvent
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
     from providers.types import ChatRequest, ChatResponse
 
 _encode = msgspec.json.Encoder().encode
@@ -276,12 +276,8 @@ class AnthropicStream(StreamTranslator):
         self._deployment = deployment
         self._map_event = map_event
         self._secret = secret
-        self._chunks = resp.chunks()
-        self._parser = SSEParser()
-        self._pending: list[SSEEvent] = []
-        self._next = 0
+        self._events = EventReader(resp.chunks())
         self._held: list[bytes] = []
-        self._eof = False
         self._closed = False
 
     async def fill_head(self) -> None:
@@ -303,7 +299,7 @@ class AnthropicStream(StreamTranslator):
                 event = await self._require_event("ended before message_stop")
                 for frame in self.translate(event):
                     yield frame
-            await self._drain()
+            await self._events.drain()
         except StreamEventError as exc:
             what = redact(exc.what, self._secret)
             message = f"upstream {self._deployment} {what}"
@@ -316,46 +312,19 @@ class AnthropicStream(StreamTranslator):
     async def aclose(self) -> None:
         """Release a fully read stream to the pool, or drop an unfinished one."""
         self._settle()
-        if isinstance(self._chunks, AsyncGenerator):
-            with contextlib.suppress(RuntimeError):  # still running in another task
-                await self._chunks.aclose()
-
-    async def _next_event(self) -> SSEEvent | None:
-        """Return the next upstream event, or None at the end of the body."""
-        while self._next >= len(self._pending):
-            if self._eof:
-                return None
-            try:
-                chunk = await anext(self._chunks)
-            except StopAsyncIteration:
-                self._eof = True
-                self._pending = self._parser.close()
-            else:
-                self._pending = self._parser.feed(chunk)
-            self._next = 0
-        event = self._pending[self._next]
-        self._next += 1
-        return event
+        await self._events.aclose()
 
     async def _require_event(self, at_end: str) -> SSEEvent:
-        event = await self._next_event()
+        event = await self._events.next()
         if event is None:
             raise StreamEventError(at_end)
         return event
-
-    async def _drain(self) -> None:
-        """Read to the end of the body after ``message_stop``, for the pool's sake."""
-        try:
-            while not self._eof:
-                await self._next_event()
-        except UpstreamError:
-            return  # the answer is whole; the connection is just not reusable
 
     def _settle(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._eof:
+        if self._events.eof:
             self._resp.release()
         else:
             self._resp.close()

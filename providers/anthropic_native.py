@@ -11,8 +11,6 @@ fail over; later ones raise ``UpstreamStreamCutError``.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import msgspec
@@ -25,11 +23,11 @@ from providers.errors import (
     UpstreamStreamCutError,
     UpstreamUnavailableError,
 )
-from providers.sse import SSEEvent, SSEParser
+from providers.sse import EventReader, SSEEvent
 from providers.types import ChatRequest, ChatResponse, Usage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable, Mapping
 
     from providers._http import UpstreamResponse
 
@@ -196,15 +194,11 @@ class NativeStream:
         self._deployment = deployment
         self._map_event = map_event
         self._join_ws = join_ws
-        self._chunks = resp.chunks()
-        self._parser = SSEParser()
-        self._pending: list[SSEEvent] = []
-        self._next = 0
+        self._events = EventReader(resp.chunks())
         self._held: list[bytes] = []
         self._parts: list[str] = []
         self._raw_usage = _Usage()
         self._has_content = False
-        self._eof = False
         self._closed = False
         self.is_done = False
         self.model = model
@@ -236,7 +230,7 @@ class NativeStream:
                 event = await self._require("ended before message_stop")
                 if (out := self._forward(event)) is not None:
                     yield out
-            await self._drain()
+            await self._events.drain()
         except StreamEventError as exc:
             what = redact(exc.what, self._secret)
             raise self._cut(f"upstream {self._deployment} {what}", exc) from exc
@@ -328,35 +322,11 @@ class NativeStream:
                 setattr(self._raw_usage, field, value)
         self.usage = to_usage(self._raw_usage)
 
-    async def _next_event(self) -> SSEEvent | None:
-        while self._next >= len(self._pending):
-            if self._eof:
-                return None
-            try:
-                chunk = await anext(self._chunks)
-            except StopAsyncIteration:
-                self._eof = True
-                self._pending = self._parser.close()
-            else:
-                self._pending = self._parser.feed(chunk)
-            self._next = 0
-        event = self._pending[self._next]
-        self._next += 1
-        return event
-
     async def _require(self, at_end: str) -> SSEEvent:
-        event = await self._next_event()
+        event = await self._events.next()
         if event is None:
             raise StreamEventError(at_end)
         return event
-
-    async def _drain(self) -> None:
-        """Read to the end of the body after ``message_stop``, for the pool's sake."""
-        try:
-            while not self._eof:
-                await self._next_event()
-        except UpstreamError:
-            return  # the answer is whole; the connection is just not reusable
 
     def _before_content(self, exc: StreamEventError) -> UpstreamError:
         if exc.upstream_type is not None:
@@ -378,7 +348,7 @@ class NativeStream:
         if self._closed:
             return
         self._closed = True
-        if self._eof:
+        if self._events.eof:
             self._resp.release()
         else:
             self._resp.close()
@@ -386,9 +356,7 @@ class NativeStream:
     async def aclose(self) -> None:
         """Release a fully read stream to the pool, or drop an unfinished one."""
         self._settle()
-        if isinstance(self._chunks, AsyncGenerator):
-            with contextlib.suppress(RuntimeError):  # still running in another task
-                await self._chunks.aclose()
+        await self._events.aclose()
 
 
 def _with_text(data: str, text: str) -> str:

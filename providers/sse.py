@@ -6,7 +6,12 @@ CR and LF); comment lines are skipped; ``data:`` lines join with ``\\n``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+
 import msgspec
+
+from providers.errors import UpstreamError
 
 
 class SSEEvent(msgspec.Struct, frozen=True):
@@ -60,3 +65,48 @@ class SSEParser:
     def close(self) -> list[SSEEvent]:
         """Flush a final event that ended without a blank line."""
         return self.feed(b"\n\n") if self._buf or self._data else []
+
+
+class EventReader:
+    """Pull SSE events one at a time from an upstream body's byte chunks."""
+
+    __slots__ = ("_chunks", "_next", "_parser", "_pending", "eof")
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._parser = SSEParser()
+        self._pending: list[SSEEvent] = []
+        self._next = 0
+        #: The body has ended (every event read or about to be).
+        self.eof = False
+
+    async def next(self) -> SSEEvent | None:
+        """Return the next event, or None at the end of the body."""
+        while self._next >= len(self._pending):
+            if self.eof:
+                return None
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                self.eof = True
+                self._pending = self._parser.close()
+            else:
+                self._pending = self._parser.feed(chunk)
+            self._next = 0
+        event = self._pending[self._next]
+        self._next += 1
+        return event
+
+    async def drain(self) -> None:
+        """Read to the end of the body, so the connection can go back to the pool."""
+        try:
+            while not self.eof:
+                await self.next()
+        except UpstreamError:
+            return  # the answer is whole; the connection is just not reusable
+
+    async def aclose(self) -> None:
+        """Stop the underlying chunk generator (if it is not running elsewhere)."""
+        if isinstance(self._chunks, AsyncGenerator):
+            with contextlib.suppress(RuntimeError):  # still running in another task
+                await self._chunks.aclose()
