@@ -1,0 +1,1 @@
+"""Fusebox's speed harness: ``python -m benchmarks.run [--quick]`` (see README.md)."""
