@@ -27,6 +27,8 @@ from providers.errors import ClientError, GatewayError, InvalidRequestError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
+    from opentelemetry.trace import TracerProvider
+
     from gateway.config import GatewayConfig
     from gateway.dialect import Reader
     from policies.clock import Clock
@@ -183,12 +185,16 @@ def create_app(
     clock: Clock | None = None,
     environ: Mapping[str, str] | None = None,
     config_path: str | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Gateway:
     """Build the app; its runtime is created now and its pools closed on shutdown.
 
-    ``config_path`` is the file a reload re-reads (default: ``$FUSEBOX_CONFIG``).
+    ``config_path`` is the file a reload re-reads (default: ``$FUSEBOX_CONFIG``);
+    ``tracer_provider``, if given, receives the traces instead of ``[otel]``.
     """
-    runtime = Runtime(config, clock=clock, environ=environ)
+    runtime = Runtime(
+        config, clock=clock, environ=environ, tracer_provider=tracer_provider
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -6,7 +6,9 @@ an answer younger than ``cache.stale_s``. Entries live in the byte store
 (``gateway.store.ByteStore``: local disk, or Redis for a fleet) under keys
 made of the tenant, the alias and the canonical request, so a tenant never
 gets another tenant's answer; whatever the store does, a lookup is at worst a
-miss and a store at worst dropped.
+miss and a store at worst dropped. Chat completions and ``/v1/messages`` are
+kept, each in its own API's format under keys namespaced by endpoint, so one
+endpoint never gets the other's answer.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from gateway.config import CACHE_RUNG
 from gateway.diskstore import digest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gateway.config import CacheConfig
     from gateway.request import RequestContext
     from gateway.runtime import Route
@@ -42,14 +46,26 @@ IGNORED_FIELDS: Final = frozenset(
 )
 
 
-def cache_key(tenant: str, alias: str, payload: dict[str, Any]) -> str:
-    """Return the response-cache key: the tenant, the alias, the canonical request."""
+#: The endpoints whose answers are kept.
+CACHED_ENDPOINTS: Final = frozenset({"chat", "messages"})
+
+
+def cache_key(
+    tenant: str, alias: str, payload: dict[str, Any], endpoint: str = "chat"
+) -> str:
+    """Return the response-cache key: the tenant, the alias, the canonical request.
+
+    Keys of endpoints other than chat also name the endpoint: the same JSON
+    sent to two APIs is two requests.
+    """
     request = {k: v for k, v in payload.items() if k not in IGNORED_FIELDS}
-    return "r:" + digest([tenant, alias, request])
+    if endpoint == "chat":
+        return "r:" + digest([tenant, alias, request])
+    return "r:" + digest([tenant, alias, request, endpoint])
 
 
 class CachedAnswer(msgspec.Struct, frozen=True, array_like=True):
-    """One stored answer: the ``chat.completion`` JSON and when it was made."""
+    """One stored answer: its JSON (in its endpoint's format) and when it was made."""
 
     body: bytes
     created_wall: float
@@ -59,12 +75,14 @@ _encode_answer: Final = msgspec.msgpack.Encoder().encode
 _decode_answer: Final = msgspec.msgpack.Decoder(CachedAnswer).decode
 
 
-def _decode_entry(raw: bytes) -> CachedAnswer | None:
+def _decode_entry(
+    raw: bytes, replayable: Callable[[bytes], bool]
+) -> CachedAnswer | None:
     try:
         entry = _decode_answer(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return entry if replay.is_replayable(entry.body) else None
+    return entry if replayable(entry.body) else None
 
 
 class Hit(msgspec.Struct, frozen=True):
@@ -85,20 +103,28 @@ class ResponseCache:
         self.clock = clock
 
     def lookup(
-        self, ctx: RequestContext, route: Route, payload: dict[str, Any]
+        self,
+        ctx: RequestContext,
+        route: Route,
+        payload: dict[str, Any],
+        replayable: Callable[[bytes], bool] = replay.is_replayable,
     ) -> CacheLookup | None:
         """Return the cache view of one request, or None when it uses no cache.
 
         Cheap when caching is off: no key is computed and no thread is used.
-        Only chat completions are kept (other endpoints' answers are not).
+        Only chat completions and messages are kept (``CACHED_ENDPOINTS``);
+        ``replayable`` tells a stored answer of the endpoint from a corrupt one.
         """
-        if ctx.endpoint != "chat" or ctx.tenant is None:
+        if ctx.endpoint not in CACHED_ENDPOINTS or ctx.tenant is None:
             return None
         if self.fresh_s <= 0 and not route.has_cache:
             return None
         if payload.get("n") not in (None, 1):
             return None
-        return CacheLookup(self, ctx.tenant, route.alias, payload, route.has_cache)
+        lookup = CacheLookup(self, ctx.tenant, route.alias, payload, route.has_cache)
+        lookup.endpoint = ctx.endpoint
+        lookup.replayable = replayable
+        return lookup
 
 
 class CacheLookup:
@@ -112,7 +138,9 @@ class CacheLookup:
         "_loaded",
         "_payload",
         "_tenant",
+        "endpoint",
         "has_cache",
+        "replayable",
     )
 
     def __init__(
@@ -132,12 +160,17 @@ class CacheLookup:
         self._key: str | None = None
         self._loaded = False
         self._entry: CachedAnswer | None = None
+        self.endpoint = "chat"
+        #: Tells a stored answer of ``endpoint`` from a corrupt one.
+        self.replayable: Callable[[bytes], bool] = replay.is_replayable
 
     @property
     def key(self) -> str:
-        """Return the cache key (tenant, alias, canonical request)."""
+        """Return the cache key (tenant, alias, canonical request, endpoint)."""
         if self._key is None:
-            self._key = cache_key(self._tenant, self._alias, self._payload)
+            self._key = cache_key(
+                self._tenant, self._alias, self._payload, self.endpoint
+            )
         return self._key
 
     async def hit(self, ctx: RequestContext, *, stale: bool) -> Hit | None:
@@ -183,7 +216,7 @@ class CacheLookup:
         raw = await disk.get(self.key)
         if raw is None:
             return None
-        entry = _decode_entry(raw)
+        entry = _decode_entry(raw, self.replayable)
         if entry is None:
             disk.failed("decode", "a stored answer is corrupt; it is dropped")
             await disk.delete(self.key)

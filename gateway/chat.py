@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Final
 
-from gateway import replay
 from gateway.dialect import CHAT
 from gateway.disconnect import run_until_disconnect
 from gateway.request import RequestContext, authenticate, read_body
@@ -58,6 +57,8 @@ async def serve_request(
 ) -> None:
     """Serve one request of ``reader``'s endpoint; never raises to the server."""
     ctx = RequestContext(scope, runtime.clock, endpoint=reader.endpoint)
+    if runtime.tracing is not None:
+        ctx.attempt_log = []
     try:
         await _handle(runtime, ctx, receive, send, reader)
     finally:
@@ -159,7 +160,9 @@ class Exchange:
         self.send = send
         budget = deadline_budget(runtime.config.server.deadline_s, ctx.headers)
         self.deadline = Deadline(runtime.clock, budget)
-        self.cache: CacheLookup | None = runtime.cache.lookup(ctx, route, self.payload)
+        self.cache: CacheLookup | None = runtime.cache.lookup(
+            ctx, route, self.payload, dialect.replayable
+        )
         #: Set by idempotency: then ``answer`` gets the live answer's completion.
         self.keeps_answer = False
         self.answer: bytes | None = None
@@ -208,6 +211,7 @@ class Exchange:
                 self.make_call,
                 deadline=self.deadline,
                 trail=self.ctx.trail,
+                log=self.ctx.attempt_log,
             )
         except ChainExhaustedError as exc:
             await self._exhausted(exc)
@@ -221,6 +225,7 @@ class Exchange:
             return
         self.ctx.served_by = dep.name
         self.ctx.degraded = "fallback" if dep is not self.route.deployments[0] else None
+        self.ctx.response_model = answer.model
         if isinstance(answer, ChatResponse):
             self.ctx.usage = answer.usage
             await send_json(self.send, self.ctx, 200, answer.body, [])
@@ -232,7 +237,8 @@ class Exchange:
         whole = await self._pump(stream)
         self.ctx.usage = stream.usage
         if whole is not None and (self.cache is not None or self.keeps_answer):
-            self._keep(replay.assemble(*whole, stream.model, self.ctx.clock.wall()))
+            wall = self.ctx.clock.wall()
+            self._keep(self.dialect.assemble(*whole, stream.model, wall))
 
     def _keep(self, body: bytes | None) -> None:
         """Keep a live answer for idempotency and the cache (stored after sending)."""
@@ -248,12 +254,12 @@ class Exchange:
         return hit is not None
 
     async def serve_stored(self, body: bytes) -> None:
-        """Send a stored ``chat.completion``: as is, or re-chunked for a stream."""
+        """Send a stored answer (the dialect's JSON): as is, or re-streamed."""
         if not self.stream:
             await send_json(self.send, self.ctx, 200, body, [])
             return
         await start_stream(self.send, self.ctx)
-        for frame in replay.sse_frames(body, include_usage=self.include_usage):
+        for frame in self.dialect.stored_stream(body):
             await send_body(self.send, frame)
         await send_body(self.send, self.dialect.done, more=False)
 
@@ -338,6 +344,7 @@ class Exchange:
                 lambda d: self.make_call(d, delivered),
                 deadline=self.deadline,
                 trail=self.ctx.trail,
+                log=self.ctx.attempt_log,
             )
         except GatewayError:
             return None

@@ -97,6 +97,8 @@ class StoreConfig(Frozen, frozen=True):
     url: RedisUrl | None = None
     #: Every Redis key starts with this, so fleets (or tests) can share a Redis.
     prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "fusebox:"
+    #: The longest one Redis call may take before it counts as failed.
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=5)] = 0.2
 
 
 class CacheConfig(Frozen, frozen=True):
@@ -105,6 +107,15 @@ class CacheConfig(Frozen, frozen=True):
     fresh_s: NonNegSeconds = 0.0
     stale_s: NonNegSeconds = 86400.0
     max_size_mib: Annotated[float, msgspec.Meta(gt=0)] = 256.0
+
+
+class OtelConfig(Frozen, frozen=True):
+    """``[otel]``: export traces over OTLP/HTTP (needs ``fusebox-gateway[otel]``)."""
+
+    #: The collector's base URL, e.g. ``http://127.0.0.1:4318``; None: no traces
+    #: (unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set).
+    endpoint: HttpUrl | None = None
+    service_name: Annotated[str, msgspec.Meta(min_length=1)] = "fusebox"
 
 
 class DefaultsConfig(Frozen, frozen=True):
@@ -185,6 +196,7 @@ class GatewayConfig(Frozen, frozen=True):
     admin: AdminConfig = AdminConfig()
     store: StoreConfig = StoreConfig()
     cache: CacheConfig = CacheConfig()
+    otel: OtelConfig = OtelConfig()
     defaults: DefaultsConfig = DefaultsConfig()
     providers: dict[str, AnyProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
@@ -208,7 +220,7 @@ class GatewayConfig(Frozen, frozen=True):
 
 _SECTIONS: Final = {f.name: f.type for f in msgspec.structs.fields(GatewayConfig)}
 _POLICY_TABLES: Final = {f.name: f.type for f in msgspec.structs.fields(DefaultsConfig)}
-_SIMPLE_SECTIONS: Final = ("server", "admin", "store", "cache")
+_SIMPLE_SECTIONS: Final = ("server", "admin", "store", "cache", "otel")
 _NAMED_SECTIONS: Final = ("providers", "models", "tenants")
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from gateway import wire
+from gateway import replay, wire
 from gateway.errors import error_headers, render, status_of, stream_error_frame
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
+    from gateway.replay import Ended
     from gateway.runtime import Route
     from policies.pipeline import Deployment
     from providers.errors import GatewayError
@@ -72,6 +73,20 @@ class Dialect(ErrorStyle, Protocol):
 
     def stream_error(self, exc: GatewayError) -> bytes:
         """Return the in-band error event that ends a started stream."""
+        ...
+
+    def assemble(
+        self, text: str, ended: Ended, model: str, created: float
+    ) -> bytes | None:
+        """Return a finished stream as one stored answer (None: not whole text)."""
+        ...
+
+    def replayable(self, body: bytes) -> bool:
+        """Tell whether ``body`` is a stored answer of this API."""
+        ...
+
+    def stored_stream(self, body: bytes) -> list[bytes]:
+        """Return the frames that re-stream a stored answer, without ``done``."""
         ...
 
 
@@ -141,6 +156,20 @@ class ChatDialect:
     def stream_error(self, exc: GatewayError) -> bytes:
         """Return ``data: {"error": ...}``."""
         return stream_error_frame(exc)
+
+    def assemble(
+        self, text: str, ended: Ended, model: str, created: float
+    ) -> bytes | None:
+        """Return a ``chat.completion`` (``gateway.replay``)."""
+        return replay.assemble(text, ended, model, created)
+
+    def replayable(self, body: bytes) -> bool:
+        """Tell whether ``body`` is a one-choice ``chat.completion``."""
+        return replay.is_replayable(body)
+
+    def stored_stream(self, body: bytes) -> list[bytes]:
+        """Return ``chat.completion.chunk`` frames (usage if the client asked)."""
+        return replay.sse_frames(body, include_usage=self.include_usage)
 
 
 class _ChatReader:

@@ -13,6 +13,10 @@ request does (fresh cache, deadline, chain). A request with an
 * a first request that failed (or was degraded to ``@cache`` / ``@static``)
   keeps nothing, so a retry runs again.
 
+Chat completions and ``/v1/messages`` take keys, each endpoint in its own
+namespace (a chat request never gets a Messages answer), each answer kept in
+its own API's format.
+
 Waiting is coordinated in process (one ``asyncio.Future`` per flight); the disk
 record is what makes replays survive a restart and reach other workers.
 """
@@ -43,7 +47,11 @@ TTL_S: Final = 86400.0
 #: Longest accepted ``Idempotency-Key``.
 MAX_KEY_CHARS: Final = 255
 
-Slot = tuple[str, str]
+#: The endpoints that take an ``Idempotency-Key``.
+ENDPOINTS: Final = frozenset({"chat", "messages"})
+
+#: (tenant, key), and the endpoint for any endpoint but chat.
+Slot = tuple[str, ...]
 
 
 class IdempotencyRecord(msgspec.Struct, frozen=True, array_like=True):
@@ -60,7 +68,7 @@ _decode: Final = msgspec.msgpack.Decoder(IdempotencyRecord).decode
 
 
 class Replayable(Protocol):
-    """What idempotency needs from one chat request (``gateway.chat.Exchange``)."""
+    """What idempotency needs from one request (``gateway.chat.Exchange``)."""
 
     ctx: RequestContext
     deadline: Deadline
@@ -68,7 +76,7 @@ class Replayable(Protocol):
     payload: dict[str, Any]
     #: Set before ``serve``: keep the live answer in ``answer``.
     keeps_answer: bool
-    #: After ``serve``: the live answer as ``chat.completion`` JSON, if there was one.
+    #: After ``serve``: the live answer as stored (its API's JSON), if there was one.
     answer: bytes | None
 
     async def serve(self) -> None:
@@ -76,7 +84,7 @@ class Replayable(Protocol):
         ...
 
     async def serve_stored(self, body: bytes) -> None:
-        """Send a stored completion, as JSON or re-chunked SSE."""
+        """Send a stored answer, as JSON or re-streamed."""
         ...
 
     async def fail(self, exc: GatewayError) -> None:
@@ -118,10 +126,11 @@ class Idempotency:
     async def serve(self, tenant: str, exchange: Replayable) -> None:
         """Serve ``exchange``; with an ``Idempotency-Key``, once per (tenant, key).
 
-        Without the header (or off the chat endpoint) this is ``exchange.serve()``.
+        Without the header (or off ``ENDPOINTS``) this is ``exchange.serve()``.
         """
         key = exchange.ctx.headers.get("idempotency-key")
-        if key is None or exchange.ctx.endpoint != "chat":
+        endpoint = exchange.ctx.endpoint
+        if key is None or endpoint not in ENDPOINTS:
             await exchange.serve()
             return
         if not 0 < len(key) <= MAX_KEY_CHARS:
@@ -131,7 +140,7 @@ class Idempotency:
                 )
             )
             return
-        slot = (tenant, key)
+        slot: Slot = (tenant, key) if endpoint == "chat" else (tenant, key, endpoint)
         fingerprint = digest(exchange.payload)
         try:
             await self._serve(slot, fingerprint, exchange)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
+from gateway import messages_replay
 from gateway.errors import anthropic_stream_error_frame, error_headers, render_anthropic
 from gateway.messages_in import to_chat_payload
 from gateway.messages_out import (
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from gateway.dialect import Dialect, ErrorReply, Reader
+    from gateway.replay import Ended
     from policies.pipeline import Deployment
     from providers.errors import GatewayError
     from providers.types import ChatRequest, ChatResponse, ChatStream, Provider
@@ -122,6 +124,26 @@ class _AnthropicDialect:
         """Return ``event: error``."""
         return anthropic_stream_error_frame(exc)
 
+    def assemble(
+        self,
+        text: str,
+        ended: Ended,
+        model: str,
+        created: float,  # noqa: ARG002 - a message has no creation time
+    ) -> bytes | None:
+        """Return a ``message``, if the client's stream carried text blocks only."""
+        if not self._splice.only_text:
+            return None
+        return messages_replay.assemble(text, ended, model)
+
+    def replayable(self, body: bytes) -> bool:
+        """Tell whether ``body`` is a Messages ``message``."""
+        return messages_replay.is_replayable(body)
+
+    def stored_stream(self, body: bytes) -> list[bytes]:
+        """Return the events of the stored ``message`` streamed."""
+        return messages_replay.events(body)
+
 
 class MessagesDialect(_AnthropicDialect):
     """One Messages request: native on Anthropic rungs, translated elsewhere."""
@@ -185,7 +207,7 @@ class Splice:
     other blocks are renumbered after the client's.
     """
 
-    __slots__ = ("_map", "_next", "_open", "_resumed", "_started")
+    __slots__ = ("_map", "_next", "_open", "_resumed", "_started", "only_text")
 
     def __init__(self) -> None:
         """Start before the first frame."""
@@ -196,6 +218,8 @@ class Splice:
         self._open: tuple[int, str] | None = None
         #: Continuation block index -> the client's block index.
         self._map: dict[int, int] = {}
+        #: No block but text was started (the stream's text is the whole answer).
+        self.only_text = True
 
     def relay(self, frame: bytes) -> bytes:
         """Return ``frame`` as the client must see it (``b""``: drop it)."""
@@ -215,6 +239,9 @@ class Splice:
         }:
             return frame
         data = _decode_json(rest.removeprefix(b"data: "))
+        if name == b"content_block_start":
+            block_type = (data.get("content_block") or {}).get("type")
+            self.only_text = self.only_text and block_type == "text"
         if self._resumed:
             return self._renumber(name.decode(), data)
         self._track(name, data)

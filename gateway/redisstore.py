@@ -68,7 +68,7 @@ class RedisStore:
             raise ValueError('store.url is required when store.kind = "redis"')
         self.replica = replica or replica_id()
         self.keys = Keys(config.prefix)
-        self.link = RedisLink(config.url, clock)
+        self.link = RedisLink(config.url, clock, timeout_s=config.timeout_s)
         self.clock = clock
         self.breakers: dict[str, Breaker] = {}
         self.probes_allowed: dict[str, int] = {}

@@ -64,8 +64,18 @@ _MS: Final = 1000
 
 
 def known_since(breaker: Breaker) -> float:
-    """When ``breaker`` last changed state; 0 if it never did (anything is newer)."""
-    return breaker.since_wall if breaker.history else 0.0
+    """Return since when ``breaker`` knows its state; the fleet's newer news wins.
+
+    0 if it never changed state (anything is newer). A half-open breaker only
+    knows that its open period ran out, so it counts from when it opened: a
+    re-open or a close another replica saw since then is news to it.
+    """
+    history = breaker.history
+    if not history:
+        return 0.0
+    if breaker.state is BreakerState.HALF_OPEN and len(history) > 1:
+        return history[-2].at_wall
+    return breaker.since_wall
 
 
 class FleetSync:

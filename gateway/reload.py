@@ -157,10 +157,16 @@ class Reloader:
             names = ", ".join(missing)
             return None, [f"set the environment variable(s) {names} before reloading"]
         try:
-            return Runtime(config, clock=old.clock, environ=env), []
+            runtime = Runtime(
+                config,
+                clock=old.clock,
+                environ=env,
+                tracer_provider=old.tracer_provider,
+            )
         except Exception as exc:
             log.exception("building the runtime for %s failed", path)
             return None, [f"building the runtime failed: {exc}"]
+        return runtime, []
 
     def _retire(self, old: Runtime) -> None:
         task = asyncio.get_running_loop().create_task(_close_when_idle(old))

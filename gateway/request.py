@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from gateway.runtime import Runtime
     from policies.clock import Clock
-    from policies.pipeline import Trail
+    from policies.pipeline import AttemptLog, Trail
     from providers.types import Usage
 
 _PREFIX: Final = os.urandom(4).hex()
@@ -36,6 +36,7 @@ class RequestContext:
 
     __slots__ = (
         "alias",
+        "attempt_log",
         "cache_age_s",
         "clock",
         "degraded",
@@ -44,6 +45,7 @@ class RequestContext:
         "headers",
         "idempotent_replay",
         "request_id",
+        "response_model",
         "served_by",
         "started",
         "status",
@@ -63,10 +65,14 @@ class RequestContext:
         self.endpoint = endpoint
         self.started = clock.monotonic()
         self.trail: Trail = {}
+        #: Each attempt's times, kept only while tracing is on (``gateway.tracing``).
+        self.attempt_log: AttemptLog | None = None
         self.tenant: str | None = None
         self.alias: str | None = None
         self.stream = False
         self.served_by: str | None = None
+        #: The model the answering upstream reported.
+        self.response_model: str | None = None
         self.degraded: str | None = None
         #: HTTP status sent (200 for a stream, even one that ended in-band).
         self.status: int | None = None

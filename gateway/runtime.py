@@ -28,6 +28,7 @@ from gateway.readiness import StoreProbe
 from gateway.reqlog import log_request, log_transition
 from gateway.store import build_byte_store, build_store
 from gateway.tenants import tenant_keys
+from gateway.tracing import build_tracing
 from policies.breaker import Breaker, Transition
 from policies.bulkhead import Bulkhead
 from policies.clock import Clock, SystemClock
@@ -38,6 +39,8 @@ from providers.openai import OpenAIProvider
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from opentelemetry.trace import TracerProvider
 
     from gateway.request import RequestContext
     from providers.types import Provider
@@ -76,8 +79,12 @@ class Runtime:
         *,
         clock: Clock | None = None,
         environ: Mapping[str, str] | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
-        """Build providers, policies and routes; open no sockets yet."""
+        """Build providers, policies and routes; open no sockets yet.
+
+        ``tracer_provider`` replaces the ``[otel]`` exporter (tests inject one).
+        """
         env = os.environ if environ is None else environ
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -89,6 +96,10 @@ class Runtime:
         #: Requests running on this runtime; a reload closes it when they are done.
         self.in_flight = InFlight()
         self.metrics = Metrics()
+        #: Kept so a reload traces to the same place.
+        self.tracer_provider = tracer_provider
+        #: The request tracer, or None when tracing is off (``gateway.tracing``).
+        self.tracing = build_tracing(config, env, tracer_provider)
         #: Where breakers, budgets, pauses and tenant shares are kept (the seam).
         self.store = build_store(config.store, self.clock)
         self.store_probe = StoreProbe(config.store, self.clock, self.store)
@@ -167,6 +178,8 @@ class Runtime:
         try:
             self.metrics.record(ctx)
             log_request(ctx)
+            if self.tracing is not None:
+                self.tracing.record(ctx)
         except Exception:
             log.exception("recording request %s failed", ctx.request_id)
 

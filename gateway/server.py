@@ -18,6 +18,7 @@ import msgspec
 from gateway.commands import admin_warnings
 from gateway.config import GatewayConfig, load_config
 from gateway.logsetup import configure_from_env, configure_logging, export_settings
+from gateway.tracing import tracing_warnings
 from providers.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ def _load(path: str) -> GatewayConfig | None:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return None
-    for warning in admin_warnings(config, os.environ):
+    for warning in admin_warnings(config, os.environ) + tracing_warnings(
+        config, os.environ
+    ):
         print(f"fusebox: warning: {warning}", file=sys.stderr)
     missing = config.missing_key_envs(os.environ)
     if missing:

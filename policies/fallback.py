@@ -10,7 +10,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from policies.pipeline import Answer, Call, Deployment, Trail, run_deployment
+from policies.pipeline import (
+    Answer,
+    AttemptLog,
+    Call,
+    Deployment,
+    Trail,
+    run_deployment,
+)
 from providers.errors import (
     AllRefusedError,
     DeadlineExceededError,
@@ -43,8 +50,11 @@ async def run_chain(
     deadline: Deadline,
     trail: Trail,
     skip: Callable[[Deployment], bool] | None = None,
+    log: AttemptLog | None = None,
 ) -> tuple[Deployment, Answer]:
     """Try each deployment in order; return the first answer.
+
+    With a ``log`` (tracing), every attempt's start and end times are noted in it.
 
     Raises:
         UpstreamError: a client error that ends the chain (bad request, content policy).
@@ -57,7 +67,7 @@ async def run_chain(
             continue
         try:
             return dep, await run_deployment(
-                dep, make_call(dep), deadline=deadline, trail=trail
+                dep, make_call(dep), deadline=deadline, trail=trail, log=log
             )
         except (UpstreamError, RejectedError) as exc:
             if not exc.failover:

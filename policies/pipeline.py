@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 #: One request's record of what each deployment did: ``{deployment: [tokens]}``.
 Trail = dict[str, list[str]]
+#: Optional record of each attempt for tracing: ``(deployment, index of its first
+#: token in the trail, started, ended)`` in monotonic seconds. None records nothing.
+AttemptLog = list[tuple[str, int, float, float]]
 _PAUSE_EPSILON_S = 0.001
 #: Suggested wait when another replica holds the fleet's probe slots.
 _FLEET_PROBE_RETRY_AFTER_S = 1.0
@@ -120,14 +123,20 @@ async def run_deployment(
     *,
     deadline: Deadline,
     trail: Trail,
+    log: AttemptLog | None = None,
 ) -> Answer:
-    """Run ``call`` on ``dep`` with retries; raise the last error to fail over."""
+    """Run ``call`` on ``dep`` with retries; raise the last error to fail over.
+
+    With a ``log``, each attempt's start and end times are appended to it.
+    """
     tokens = trail.setdefault(dep.name, [])
     dep.budget.deposit()
     retry = dep.retry
     for n in range(retry.attempts):
         try:
-            return await _attempt(dep, call, deadline, tokens)
+            if log is None:
+                return await _attempt(dep, call, deadline, tokens)
+            return await _logged_attempt(dep, call, deadline, tokens, log)
         except UpstreamError as exc:
             wait_s = _retry_wait(dep, exc, n, deadline)
             if wait_s is None:
@@ -160,6 +169,22 @@ def _retry_wait(
     if backoff >= deadline.left():
         return None
     return backoff
+
+
+async def _logged_attempt(
+    dep: Deployment,
+    call: Call,
+    deadline: Deadline,
+    tokens: list[str],
+    log: AttemptLog,
+) -> Answer:
+    """Run ``_attempt`` and note when it started and ended (tracing only)."""
+    first = len(tokens)
+    started = dep.clock.monotonic()
+    try:
+        return await _attempt(dep, call, deadline, tokens)
+    finally:
+        log.append((dep.name, first, started, dep.clock.monotonic()))
 
 
 async def _attempt(

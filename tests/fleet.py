@@ -20,19 +20,28 @@ if TYPE_CHECKING:
 
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 ENV = {"FAKE_KEY": "k"}
+# A generous store timeout: on a loaded machine the in-process gateways' loops
+# can stall longer than the 200 ms default, which would read as Redis trouble.
 STORE = """
 [store]
 kind = "redis"
 url = "{url}"
 prefix = "{prefix}"
+timeout_s = {timeout_s}
 """
 
 
 def fleet_config(
-    upstream: FakeUpstream, url: str, prefix: str, body: str, *, globex: str = ""
+    upstream: FakeUpstream,
+    url: str,
+    prefix: str,
+    body: str,
+    *,
+    globex: str = "",
+    timeout_s: float = 1.0,
 ) -> str:
     """Return a gateway config whose store is the Redis at ``url`` under ``prefix``."""
-    store = STORE.format(url=url, prefix=prefix)
+    store = STORE.format(url=url, prefix=prefix, timeout_s=timeout_s)
     return config_text(upstream.url, store + body, globex=globex)
 
 

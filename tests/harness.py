@@ -20,6 +20,8 @@ from gateway.config import GatewayConfig, parse_config
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from opentelemetry.trace import TracerProvider
+
     from policies.clock import Clock
 
 DEMO_KEY = "sk-test-acme"
@@ -34,9 +36,15 @@ class GatewayThread:
         config: GatewayConfig,
         environ: Mapping[str, str] | None = None,
         clock: Clock | None = None,
+        tracer_provider: TracerProvider | None = None,
     ):
         self.config = config
-        self.app = create_app(config, environ=environ or {}, clock=clock)
+        self.app = create_app(
+            config,
+            environ=environ or {},
+            clock=clock,
+            tracer_provider=tracer_provider,
+        )
         self.runtime = self.app.state.runtime
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -74,11 +82,12 @@ def running_gateway(
     config: GatewayConfig | str,
     environ: Mapping[str, str] | None = None,
     clock: Clock | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Iterator[GatewayThread]:
     """Serve ``config`` (a struct or TOML text) for the duration of the block."""
     if isinstance(config, str):
         config = parse_config(config)
-    gw = GatewayThread(config, environ, clock).start()
+    gw = GatewayThread(config, environ, clock, tracer_provider).start()
     try:
         yield gw
     finally:

@@ -289,3 +289,18 @@ async def test_a_resync_republishes_a_close_the_fleet_never_heard(
         await a.store._sync.resync()
         await eventually(lambda: b'"state":"closed"' in (client.get(key) or b""), 1.0)
         client.close()
+
+
+async def test_a_half_open_replica_adopts_a_re_open_it_heard_of_late(
+    config: StoreConfig,
+) -> None:
+    """B went half-open just after A's probe failed: A's longer re-open still wins on B."""
+    async with fleet(config) as (a, b):
+        trip(a.breaker)
+        await eventually(lambda: b.breaker.state is BreakerState.OPEN, 1.0)
+        await asyncio.sleep(BREAKER.open_s + 0.05)
+        a.breaker.record(a.breaker.acquire(), failed=True, duration_s=0.01)  # re-open
+        b.breaker.acquire()  # B's own period ran out: half-open, after A's re-open
+        assert b.breaker.state is BreakerState.HALF_OPEN
+        await eventually(lambda: b.breaker.state is BreakerState.OPEN, 1.0)
+        assert b.breaker.retry_at_wall == pytest.approx(a.breaker.retry_at_wall)

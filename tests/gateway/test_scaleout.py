@@ -97,7 +97,8 @@ def test_the_fleet_sends_one_probe_per_open_period_then_closes_everywhere(
     assert all(r.status_code == 200 for r in answers)
     assert upstream.count("gpt-a") == before + 1  # one failed probe: re-open everywhere
 
-    upstream.set_mode("gpt-a", None)
+    # A slow success: the rest of the burst arrives while the one probe is out.
+    upstream.set_mode("gpt-a", "delay800")
     wait_until(
         lambda: open_period_over(a) and open_period_over(b), 5.0, "the re-open ending"
     )

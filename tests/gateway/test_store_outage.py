@@ -116,7 +116,7 @@ def test_a_hung_redis_costs_a_request_at_most_the_store_timeout(
     upstream, own_redis: OwnRedis
 ) -> None:
     """A frozen Redis (SIGSTOP) makes cache reads miss within 0.2 s; requests still answer."""
-    text = fleet_config(upstream, own_redis.url, "fusebox:", HUNG)
+    text = fleet_config(upstream, own_redis.url, "fusebox:", HUNG, timeout_s=0.2)
     with replicas(text, 1) as (gw,):
         own_redis.freeze()
         try:
