@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 import diskcache
 import msgspec
 
+from gateway.writebehind import WriteBehind
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
@@ -45,8 +47,6 @@ WRITE_TIMEOUT_S: Final = 2.0
 SQLITE_TIMEOUT_S: Final = 0.1
 #: After the cache failed to open, it is not tried again for this long.
 REOPEN_AFTER_S: Final = 5.0
-#: ``aclose`` waits this long for pending writes before it cancels them.
-DRAIN_S: Final = 2.0
 SHARDS: Final = 4
 _MIB: Final = 1024 * 1024
 _canonical: Final = msgspec.json.Encoder(order="sorted").encode
@@ -81,11 +81,12 @@ class _UnavailableError(Exception):
     """The cache directory could not be opened lately; not tried again yet."""
 
 
-class DiskStore:
+class DiskStore(WriteBehind):
     """Bytes by string key on local disk; every call may quietly give nothing."""
 
     def __init__(self, directory: Path, *, size_limit_mib: float, clock: Clock) -> None:
         """Remember where the cache lives; the disk is opened on first use."""
+        super().__init__()
         self._directory = directory
         self._size_limit = int(size_limit_mib * _MIB)
         self._clock = clock
@@ -96,10 +97,7 @@ class DiskStore:
         #: Disk calls queued or running; the pool's threads discard their own
         #: (a set's add and discard are atomic under the GIL).
         self._in_flight: set[Future[object]] = set()
-        self._writes: set[asyncio.Task[bool]] = set()
-        self._logged: set[str] = set()
-        #: No new background writes (closing); ``_closed``: no disk calls at all.
-        self._closing = False
+        #: No disk calls at all (closed).
         self._closed = False
 
     async def get(self, key: str) -> bytes | None:
@@ -118,38 +116,9 @@ class DiskStore:
         """Forget ``key`` (a corrupt entry); failures are ignored."""
         await self._call("delete", WRITE_TIMEOUT_S, self._delete, key)
 
-    def set_later(
-        self, key: str, value: bytes, expire_s: float
-    ) -> asyncio.Task[bool] | None:
-        """Store ``value`` in the background; return the task, or None if dropped.
-
-        The answer has been sent already: a write never adds latency to it.
-        """
-        if self._closing:
-            return None
-        if len(self._writes) >= MAX_IN_FLIGHT:
-            self.failed("write", "too many pending writes")
-            return None
-        task = asyncio.get_running_loop().create_task(self.set(key, value, expire_s))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-        return task
-
-    def failed(self, op: str, what: BaseException | str) -> None:
-        """Log a cache failure: the first of its kind as a warning, then at debug."""
-        why = what if isinstance(what, str) else f"{type(what).__name__}: {what}"
-        kind = f"{op}: {what if isinstance(what, str) else type(what).__name__}"
-        if kind in self._logged or isinstance(what, _UnavailableError):
-            # An unavailable disk was logged with its cause when it failed to open.
-            log.debug("cache %s failed: %s", op, why)
-            return
-        self._logged.add(kind)
-        log.warning(
-            "cache %s failed (%s); requests go on without it, and further "
-            "failures of this kind are logged at debug level",
-            op,
-            why,
-        )
+    def _is_known(self, what: BaseException | str) -> bool:
+        # An unavailable disk was logged with its cause when it failed to open.
+        return isinstance(what, _UnavailableError)
 
     async def _call(
         self, op: str, timeout_s: float, func: Callable[..., object], *args: object
@@ -218,14 +187,8 @@ class DiskStore:
 
     async def aclose(self) -> None:
         """Let pending writes finish (briefly), then close the disk and the pool."""
-        if self._closing:
+        if not await self._drain_writes():
             return
-        self._closing = True
-        writes = list(self._writes)
-        if writes:
-            _, pending = await asyncio.wait(writes, timeout=DRAIN_S)
-            for task in pending:
-                task.cancel()
         self._closed = True
         self._pool.submit(self._drop)
         self._pool.shutdown(wait=False, cancel_futures=False)

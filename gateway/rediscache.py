@@ -12,11 +12,11 @@ dead Redis is a cache miss or a dropped write, never a failed request.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
 from gateway.redislink import StoreDownError
+from gateway.writebehind import WriteBehind
 
 if TYPE_CHECKING:
     from gateway.redislink import RedisLink
@@ -24,27 +24,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fusebox.cache")
 
-#: Background writes pending beyond this are dropped.
-MAX_IN_FLIGHT: Final = 64
-#: ``aclose`` waits this long for pending writes before it cancels them.
-DRAIN_S: Final = 2.0
 #: The largest entry kept (a completion is rarely over a few hundred KiB).
 MAX_ENTRY_BYTES: Final = 4 * 1024 * 1024
 
 
-class RedisBytes:
+class RedisBytes(WriteBehind):
     """Bytes by string key in Redis; every call may quietly give nothing."""
 
     def __init__(
         self, link: RedisLink, keys: Keys, *, max_entry_bytes: int = MAX_ENTRY_BYTES
     ) -> None:
         """Keep entries under ``keys.cache(...)`` through ``link``."""
+        super().__init__()
         self._link = link
         self._keys = keys
         self._max_entry_bytes = max_entry_bytes
-        self._writes: set[asyncio.Task[bool]] = set()
-        self._logged: set[str] = set()
-        self._closing = False
 
     async def get(self, key: str) -> bytes | None:
         """Return the bytes stored under ``key``, or None (absent or unreachable)."""
@@ -80,42 +74,6 @@ class RedisBytes:
         except StoreDownError as exc:
             self.failed("delete", exc)
 
-    def set_later(
-        self, key: str, value: bytes, expire_s: float
-    ) -> asyncio.Task[bool] | None:
-        """Store ``value`` in the background; return the task, or None if dropped."""
-        if self._closing:
-            return None
-        if len(self._writes) >= MAX_IN_FLIGHT:
-            self.failed("write", "too many pending writes")
-            return None
-        task = asyncio.get_running_loop().create_task(self.set(key, value, expire_s))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-        return task
-
-    def failed(self, op: str, what: BaseException | str) -> None:
-        """Log a cache failure: the first of its kind as a warning, then at debug."""
-        why = what if isinstance(what, str) else f"{type(what).__name__}: {what}"
-        kind = f"{op}: {what if isinstance(what, str) else type(what).__name__}"
-        if kind in self._logged:
-            log.debug("cache %s failed: %s", op, why)
-            return
-        self._logged.add(kind)
-        log.warning(
-            "cache %s failed (%s); requests go on without it, and further "
-            "failures of this kind are logged at debug level",
-            op,
-            why,
-        )
-
     async def aclose(self) -> None:
         """Let pending writes finish (briefly); the link is the store's to close."""
-        if self._closing:
-            return
-        self._closing = True
-        writes = list(self._writes)
-        if writes:
-            _, pending = await asyncio.wait(writes, timeout=DRAIN_S)
-            for task in pending:
-                task.cancel()
+        await self._drain_writes()
