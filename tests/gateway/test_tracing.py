@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import openai
@@ -63,8 +64,17 @@ def _client(gw: GatewayThread) -> openai.OpenAI:
 
 
 def _spans(exporter: InMemorySpanExporter) -> tuple[ReadableSpan, list[ReadableSpan]]:
-    """Return the one server span and its children, oldest first."""
-    spans = exporter.get_finished_spans()
+    """Return the one server span and its children, oldest first.
+
+    Spans are built when the request ends, just after the answer went out: wait
+    (bounded) for the server span, which is ended after its children.
+    """
+    ticker = threading.Event()
+    for _ in range(400):
+        spans = exporter.get_finished_spans()
+        if any(s.kind is SpanKind.SERVER for s in spans):
+            break
+        ticker.wait(0.005)
     (root,) = [s for s in spans if s.kind is SpanKind.SERVER]
     children = [s for s in spans if s is not root]
     assert root.context is not None
