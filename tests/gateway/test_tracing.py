@@ -70,6 +70,7 @@ def _spans(exporter: InMemorySpanExporter) -> tuple[ReadableSpan, list[ReadableS
     (bounded) for the server span, which is ended after its children.
     """
     ticker = threading.Event()
+    spans = exporter.get_finished_spans()
     for _ in range(400):
         spans = exporter.get_finished_spans()
         if any(s.kind is SpanKind.SERVER for s in spans):
